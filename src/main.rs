@@ -1,1 +1,9 @@
-fn main() {}
+fn main() -> std::process::ExitCode {
+    match finledger::cli::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("finledger: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! finledger: a compliance-focused double-entry ledger service.
+//!
+//! `ledger` (the pure domain) and `audit` (tamper evidence) are separate crates; this crate wires them
+//! to PostgreSQL, the network and the command line.
+
+pub mod cli;
+pub mod clock;
+pub mod configuration;
+pub mod local_postgres;
+pub mod ops;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
