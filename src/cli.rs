@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use crate::configuration::Settings;
 
 #[derive(Parser, Debug)]
-#[command(name = "finledger", version, about = "A compliance-focused double-entry ledger service")]
+#[command(
+    name = "finledger",
+    version,
+    about = "A compliance-focused double-entry ledger service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -25,7 +29,9 @@ pub fn run() -> anyhow::Result<()> {
         Commands::Serve(settings) | Commands::Migrate(settings) => settings.clone(),
     };
     crate::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Commands::Serve(settings) => crate::startup::serve(settings).await,

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -100,14 +100,21 @@ fn find_bin_dir() -> Option<PathBuf> {
         return Some(bin);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
+    std::env::split_paths(&path)
+        .find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
 }
 
 /// A running local cluster. Dropping it shuts the server down (fast shutdown) and waits for it.
 pub struct LocalPostgres {
     socket_dir: PathBuf,
-    stop: Option<mpsc::Sender<()>>,
-    stopped: Option<mpsc::Receiver<()>>,
+    /// Present while this handle owns the server (absent when it reused one already running).
+    keeper: Mutex<Option<Keeper>>,
+}
+
+/// The line to the keeper thread: `stop` asks it to shut the server down, `stopped` says it has.
+struct Keeper {
+    stop: mpsc::Sender<()>,
+    stopped: mpsc::Receiver<()>,
 }
 
 impl LocalPostgres {
@@ -129,11 +136,22 @@ impl LocalPostgres {
         }
         if server_is_running(&data_dir) {
             tracing::info!(data_dir = %data_dir.display(), "reusing the running local PostgreSQL");
-            return Ok(LocalPostgres { socket_dir, stop: None, stopped: None });
+            return Ok(LocalPostgres {
+                socket_dir,
+                keeper: Mutex::new(None),
+            });
         }
         let bin_dir = installation.bin_dir.clone();
-        let (stop, stopped) = spawn_keeper(installation, data_dir, socket_dir.clone(), dir.join("postgres.log"))?;
-        let postgres = LocalPostgres { socket_dir, stop: Some(stop), stopped: Some(stopped) };
+        let keeper = spawn_keeper(
+            installation,
+            data_dir,
+            socket_dir.clone(),
+            dir.join("postgres.log"),
+        )?;
+        let postgres = LocalPostgres {
+            socket_dir,
+            keeper: Mutex::new(Some(keeper)),
+        };
         postgres.wait_until_ready(&bin_dir)?;
         Ok(postgres)
     }
@@ -149,31 +167,45 @@ impl LocalPostgres {
 
     /// A DATABASE_URL for `database`, for tools that take a URL.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@localhost:{PORT}/{database}?host={}", self.socket_dir.display())
+        format!(
+            "postgres://{SUPERUSER}@localhost:{PORT}/{database}?host={}",
+            self.socket_dir.display()
+        )
     }
 
     /// Creates `database` unless it exists.
     pub async fn create_database(&self, database: &str) -> anyhow::Result<()> {
         anyhow::ensure!(
-            !database.is_empty() && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            !database.is_empty()
+                && database
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "database names are limited to letters, digits and underscores: {database:?}"
         );
         let mut connection = PgConnection::connect_with(&self.connect_options("postgres")).await?;
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(database)
-            .fetch_one(&mut connection)
-            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(database)
+                .fetch_one(&mut connection)
+                .await?;
         if !exists {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut connection).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+                .execute(&mut connection)
+                .await?;
         }
         Ok(())
     }
 
     /// Shuts the server down and waits for it to exit (a reused server is left running).
     pub fn stop(&mut self) {
-        if let (Some(stop), Some(stopped)) = (self.stop.take(), self.stopped.take()) {
-            let _ = stop.send(());
-            let _ = stopped.recv();
+        let keeper = self
+            .keeper
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(keeper) = keeper {
+            let _ = keeper.stop.send(());
+            let _ = keeper.stopped.recv();
         }
     }
 
@@ -181,10 +213,18 @@ impl LocalPostgres {
     fn wait_until_ready(&self, bin_dir: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(stopped) = &self.stopped
-                && stopped.try_recv().is_ok()
+            let exited = match &*self
+                .keeper
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
             {
-                bail!("the local PostgreSQL exited during start-up; see postgres.log beside its data directory");
+                Some(keeper) => keeper.stopped.try_recv().is_ok(),
+                None => false,
+            };
+            if exited {
+                bail!(
+                    "the local PostgreSQL exited during start-up; see postgres.log beside its data directory"
+                );
             }
             let ready = Command::new(bin_dir.join("pg_isready"))
                 .arg("--host")
@@ -215,7 +255,17 @@ fn init_cluster(installation: &Installation, data_dir: &Path, log: &Path) -> any
         .command("initdb")
         .arg("--pgdata")
         .arg(data_dir)
-        .args(["--username", SUPERUSER, "--auth", "trust", "--encoding", "UTF8", "--locale", "C", "--no-instructions"])
+        .args([
+            "--username",
+            SUPERUSER,
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--locale",
+            "C",
+            "--no-instructions",
+        ])
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .status()
@@ -231,7 +281,11 @@ fn server_is_running(data_dir: &Path) -> bool {
     let Ok(pid_file) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
     };
-    let Some(pid) = pid_file.lines().next().and_then(|line| line.trim().parse::<i32>().ok()) else {
+    let Some(pid) = pid_file
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse::<i32>().ok())
+    else {
         return false;
     };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
@@ -244,58 +298,80 @@ fn spawn_keeper(
     data_dir: PathBuf,
     socket_dir: PathBuf,
     log: PathBuf,
-) -> anyhow::Result<(mpsc::Sender<()>, mpsc::Receiver<()>)> {
+) -> anyhow::Result<Keeper> {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let (stopped_tx, stopped_rx) = mpsc::channel::<()>();
     let (started_tx, started_rx) = mpsc::channel::<anyhow::Result<()>>();
-    std::thread::Builder::new().name("postgres-keeper".into()).spawn(move || {
-        let child = spawn_server(&installation, &data_dir, &socket_dir, &log);
-        let mut child = match child {
-            Ok(child) => {
-                let _ = started_tx.send(Ok(()));
-                child
-            }
-            Err(error) => {
-                let _ = started_tx.send(Err(error));
-                let _ = stopped_tx.send(());
-                return;
-            }
-        };
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            match stop_rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // SIGINT is PostgreSQL's fast shutdown: roll back sessions, checkpoint, exit.
-                    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-                    let _ = child.wait();
+    std::thread::Builder::new()
+        .name("postgres-keeper".into())
+        .spawn(move || {
+            let child = spawn_server(&installation, &data_dir, &socket_dir, &log);
+            let mut child = match child {
+                Ok(child) => {
+                    let _ = started_tx.send(Ok(()));
+                    child
+                }
+                Err(error) => {
+                    let _ = started_tx.send(Err(error));
+                    let _ = stopped_tx.send(());
+                    return;
+                }
+            };
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                match stop_rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        // SIGINT is PostgreSQL's fast shutdown: roll back sessions, checkpoint, exit.
+                        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+                        let _ = child.wait();
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
             }
-        }
-        let _ = stopped_tx.send(());
-    })?;
-    started_rx.recv().context("the PostgreSQL keeper thread ended early")??;
-    Ok((stop_tx, stopped_rx))
+            let _ = stopped_tx.send(());
+        })?;
+    started_rx
+        .recv()
+        .context("the PostgreSQL keeper thread ended early")??;
+    Ok(Keeper {
+        stop: stop_tx,
+        stopped: stopped_rx,
+    })
 }
 
-fn spawn_server(installation: &Installation, data_dir: &Path, socket_dir: &Path, log: &Path) -> anyhow::Result<Child> {
+fn spawn_server(
+    installation: &Installation,
+    data_dir: &Path,
+    socket_dir: &Path,
+    log: &Path,
+) -> anyhow::Result<Child> {
     let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
     installation.chown(log)?;
     let mut command = installation.command("postgres");
-    command.arg("-D").arg(data_dir).arg("-p").arg(PORT.to_string());
-    command.arg("-c").arg(format!("unix_socket_directories={}", socket_dir.display()));
+    command
+        .arg("-D")
+        .arg(data_dir)
+        .arg("-p")
+        .arg(PORT.to_string());
+    command
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", socket_dir.display()));
     for (name, value) in SERVER_SETTINGS {
         command.arg("-c").arg(format!("{name}={value}"));
     }
-    command.stdin(Stdio::null()).stdout(log_file.try_clone()?).stderr(log_file);
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
     // SAFETY: prctl is async-signal-safe and touches only this (forked, not yet exec'd) process.
     unsafe {
         command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT).map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT)
+                .map_err(std::io::Error::from)
         });
     }
     command.spawn().context("starting postgres")

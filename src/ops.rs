@@ -12,7 +12,10 @@ struct OpsState {
 }
 
 pub fn router(pool: PgPool) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(OpsState { pool })
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(OpsState { pool })
 }
 
 /// The process is up and serving.
@@ -22,7 +25,10 @@ async fn healthz() -> &'static str {
 
 /// Ready to take traffic: the database answers.
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, &'static str) {
-    match sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool).await {
+    match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
         Ok(_) => (StatusCode::OK, "ready\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
     }

@@ -23,16 +23,26 @@ const LOCAL_DATABASE: &str = "finledger";
 /// Connects to DATABASE_URL, or starts (or reuses) the embedded cluster, and applies migrations.
 pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
     let database = match &settings.database_url {
-        Some(url) => Database { options: PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?, local: None },
+        Some(url) => Database {
+            options: PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?,
+            local: None,
+        },
         None => {
             let dir = settings.postgres_dir();
             let local = tokio::task::spawn_blocking(move || LocalPostgres::start(&dir)).await??;
             local.create_database(LOCAL_DATABASE).await?;
-            Database { options: local.connect_options(LOCAL_DATABASE), local: Some(local) }
+            Database {
+                options: local.connect_options(LOCAL_DATABASE),
+                local: Some(local),
+            }
         }
     };
-    let mut connection = PgConnection::connect_with(&database.options).await.context("connecting to PostgreSQL")?;
-    store::migrate(&mut connection).await.context("applying migrations")?;
+    let mut connection = PgConnection::connect_with(&database.options)
+        .await
+        .context("connecting to PostgreSQL")?;
+    store::migrate(&mut connection)
+        .await
+        .context("applying migrations")?;
     connection.close().await?;
     Ok(database)
 }
@@ -41,7 +51,11 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut database = open_database(&settings).await?;
     let store = Store::connect(database.options.clone(), settings.db_connections_max).await?;
-    let (_ledger, shutdown) = sequencer::spawn(database.options.clone(), settings.sequencer(), crate::clock::system());
+    let (_ledger, shutdown) = sequencer::spawn(
+        database.options.clone(),
+        settings.sequencer(),
+        crate::clock::system(),
+    );
     let listener = TcpListener::bind(settings.ops_listen)
         .await
         .with_context(|| format!("binding the operations port {}", settings.ops_listen))?;

@@ -28,7 +28,10 @@ pub struct Store {
 
 impl Store {
     pub async fn connect(options: PgConnectOptions, connections_max: u32) -> anyhow::Result<Store> {
-        let pool = PgPoolOptions::new().max_connections(connections_max).connect_with(options).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(connections_max)
+            .connect_with(options)
+            .await?;
         Ok(Store { pool })
     }
 
@@ -58,7 +61,10 @@ pub async fn migrate(connection: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn load_accounts(connection: &mut PgConnection, ids: &[AccountId]) -> anyhow::Result<Vec<Account>> {
+pub(crate) async fn load_accounts(
+    connection: &mut PgConnection,
+    ids: &[AccountId],
+) -> anyhow::Result<Vec<Account>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     let rows = sqlx::query_as!(
         AccountRow,
@@ -71,10 +77,16 @@ pub(crate) async fn load_accounts(connection: &mut PgConnection, ids: &[AccountI
     )
     .fetch_all(&mut *connection)
     .await?;
-    Ok(rows.into_iter().map(Account::try_from).collect::<Result<_, _>>()?)
+    Ok(rows
+        .into_iter()
+        .map(Account::try_from)
+        .collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[TransferId]) -> anyhow::Result<Vec<Transfer>> {
+pub(crate) async fn load_transfers(
+    connection: &mut PgConnection,
+    ids: &[TransferId],
+) -> anyhow::Result<Vec<Transfer>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     let rows = sqlx::query_as!(
         TransferRow,
@@ -85,12 +97,18 @@ pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[Transfe
     )
     .fetch_all(&mut *connection)
     .await?;
-    Ok(rows.into_iter().map(Transfer::try_from).collect::<Result<_, _>>()?)
+    Ok(rows
+        .into_iter()
+        .map(Transfer::try_from)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Loads every open pending transfer and its accounts: the part of the working set that must stay
 /// resident so deadlines expire on time.
-pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mut Ledger) -> anyhow::Result<()> {
+pub(crate) async fn load_open_pending(
+    connection: &mut PgConnection,
+    ledger: &mut Ledger,
+) -> anyhow::Result<()> {
     let rows = sqlx::query_as!(
         TransferRow,
         r#"SELECT id, kind, linked, debit_account_id, credit_account_id, amount, currency AS "currency!", code,
@@ -126,10 +144,16 @@ pub(crate) async fn write_changes(
     insert_accounts(connection, ledger, &changes.accounts_created, now).await?;
     if !changes.accounts_closed.is_empty() {
         let ids: Vec<Uuid> = changes.accounts_closed.iter().map(|id| id.uuid()).collect();
-        let closed = sqlx::query!("UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[]) AND NOT closed", &ids)
-            .execute(&mut *connection)
-            .await?;
-        anyhow::ensure!(closed.rows_affected() == ids.len() as u64, "closing accounts found a stale cache");
+        let closed = sqlx::query!(
+            "UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[]) AND NOT closed",
+            &ids
+        )
+        .execute(&mut *connection)
+        .await?;
+        anyhow::ensure!(
+            closed.rows_affected() == ids.len() as u64,
+            "closing accounts found a stale cache"
+        );
     }
     insert_transfers(connection, ledger, &changes.transfers_created, transfer_seq).await?;
     update_balances(connection, ledger, changes).await?;
@@ -145,12 +169,19 @@ async fn insert_accounts(
     if ids.is_empty() {
         return Ok(());
     }
-    let accounts: Vec<&Account> = ids.iter().map(|id| ledger.account(*id).expect("created accounts are resident")).collect();
+    let accounts: Vec<&Account> = ids
+        .iter()
+        .map(|id| ledger.account(*id).expect("created accounts are resident"))
+        .collect();
     let uuids: Vec<Uuid> = accounts.iter().map(|a| a.id.uuid()).collect();
-    let currencies: Vec<String> = accounts.iter().map(|a| a.currency.code().to_string()).collect();
+    let currencies: Vec<String> = accounts
+        .iter()
+        .map(|a| a.currency.code().to_string())
+        .collect();
     let codes: Vec<i32> = accounts.iter().map(|a| i32::from(a.code)).collect();
     let owners: Vec<String> = accounts.iter().map(|a| a.owner.clone()).collect();
-    let limits: Vec<(Option<i64>, Option<i64>)> = accounts.iter().map(|a| limit_columns(a.limit)).collect();
+    let limits: Vec<(Option<i64>, Option<i64>)> =
+        accounts.iter().map(|a| limit_columns(a.limit)).collect();
     let debits_limited: Vec<bool> = limits.iter().map(|(d, _)| d.is_some()).collect();
     let credits_limited: Vec<bool> = limits.iter().map(|(_, c)| c.is_some()).collect();
     let overdrafts: Vec<i64> = limits.iter().map(|(d, c)| d.or(*c).unwrap_or(0)).collect();
@@ -199,7 +230,9 @@ async fn insert_transfers(
     let count = ids.len();
     let mut columns = TransferColumns::with_capacity(count);
     for (offset, id) in ids.iter().enumerate() {
-        let transfer = ledger.transfer(*id).expect("created transfers are resident");
+        let transfer = ledger
+            .transfer(*id)
+            .expect("created transfers are resident");
         columns.push(transfer, transfer_seq + 1 + offset as i64);
     }
     sqlx::query!(
@@ -283,7 +316,8 @@ impl TransferColumns {
         self.amounts.push(transfer.amount.minor() as i64);
         self.currencies.push(transfer.currency.code());
         self.codes.push(i32::from(transfer.code));
-        self.pending_ids.push(transfer.pending_id.map(|id| id.uuid()));
+        self.pending_ids
+            .push(transfer.pending_id.map(|id| id.uuid()));
         self.timeouts.push(transfer.timeout_s.map(|t| t as i32));
         self.expires.push(transfer.expires_at.map(to_datetime));
         self.states.push(transfer.state.map(state_name));
@@ -292,7 +326,11 @@ impl TransferColumns {
     }
 }
 
-async fn update_balances(connection: &mut PgConnection, ledger: &Ledger, changes: &Changes) -> anyhow::Result<()> {
+async fn update_balances(
+    connection: &mut PgConnection,
+    ledger: &Ledger,
+    changes: &Changes,
+) -> anyhow::Result<()> {
     let deltas = changes.balance_deltas(ledger);
     if deltas.is_empty() {
         return Ok(());
@@ -318,11 +356,17 @@ async fn update_balances(connection: &mut PgConnection, ledger: &Ledger, changes
     )
     .execute(&mut *connection)
     .await?;
-    anyhow::ensure!(updated.rows_affected() == ids.len() as u64, "balance update found a stale cache");
+    anyhow::ensure!(
+        updated.rows_affected() == ids.len() as u64,
+        "balance update found a stale cache"
+    );
     Ok(())
 }
 
-async fn update_pending_states(connection: &mut PgConnection, changes: &Changes) -> anyhow::Result<()> {
+async fn update_pending_states(
+    connection: &mut PgConnection,
+    changes: &Changes,
+) -> anyhow::Result<()> {
     // A pending transfer created in this batch was inserted with its final state already.
     let created: HashSet<TransferId> = changes.transfers_created.iter().copied().collect();
     let (ids, states): (Vec<Uuid>, Vec<&str>) = changes
@@ -343,6 +387,9 @@ async fn update_pending_states(connection: &mut PgConnection, changes: &Changes)
     )
     .execute(&mut *connection)
     .await?;
-    anyhow::ensure!(updated.rows_affected() == ids.len() as u64, "pending state update found a stale cache");
+    anyhow::ensure!(
+        updated.rows_affected() == ids.len() as u64,
+        "pending state update found a stale cache"
+    );
     Ok(())
 }

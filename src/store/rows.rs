@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use ledger::{
-    Account, AccountId, Amount, BalanceLimit, Balances, Currency, Metadata, PendingState, Timestamp, Transfer,
-    TransferId, TransferKind,
+    Account, AccountId, Amount, BalanceLimit, Balances, Currency, Metadata, PendingState,
+    Timestamp, Transfer, TransferId, TransferKind,
 };
 use uuid::Uuid;
 
@@ -19,11 +19,16 @@ pub struct CorruptRow {
 }
 
 fn corrupt(table: &'static str, id: Uuid, reason: impl ToString) -> CorruptRow {
-    CorruptRow { table, id, reason: reason.to_string() }
+    CorruptRow {
+        table,
+        id,
+        reason: reason.to_string(),
+    }
 }
 
 pub fn to_datetime(timestamp: Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(timestamp.micros()).expect("ledger timestamps come from the clock or the database")
+    DateTime::from_timestamp_micros(timestamp.micros())
+        .expect("ledger timestamps come from the clock or the database")
 }
 
 pub fn to_timestamp(datetime: DateTime<Utc>) -> Timestamp {
@@ -84,7 +89,10 @@ impl TryFrom<AccountRow> for Account {
     fn try_from(row: AccountRow) -> Result<Account, CorruptRow> {
         let bad = |reason: &dyn ToString| corrupt("accounts", row.id, reason.to_string());
         let overdraft_minor = minor("accounts", row.id, row.overdraft_limit)?;
-        let limit = match (row.debits_must_not_exceed_credits, row.credits_must_not_exceed_debits) {
+        let limit = match (
+            row.debits_must_not_exceed_credits,
+            row.credits_must_not_exceed_debits,
+        ) {
             (true, false) => BalanceLimit::Debits { overdraft_minor },
             (false, true) => BalanceLimit::Credits { overdraft_minor },
             (false, false) => BalanceLimit::None,
@@ -153,11 +161,15 @@ impl TryFrom<TransferRow> for Transfer {
             linked: row.linked,
             debit_account_id: AccountId::from_stored(row.debit_account_id),
             credit_account_id: AccountId::from_stored(row.credit_account_id),
-            amount: Amount::from_minor(minor("transfers", row.id, row.amount)?).map_err(|e| bad(&e))?,
+            amount: Amount::from_minor(minor("transfers", row.id, row.amount)?)
+                .map_err(|e| bad(&e))?,
             currency: Currency::from_code(row.currency.trim()).map_err(|e| bad(&e))?,
             code: u16::try_from(row.code).map_err(|e| bad(&e))?,
             pending_id: row.pending_id.map(TransferId::from_stored),
-            timeout_s: row.timeout_s.map(|t| u32::try_from(t).map_err(|e| bad(&e))).transpose()?,
+            timeout_s: row
+                .timeout_s
+                .map(|t| u32::try_from(t).map_err(|e| bad(&e)))
+                .transpose()?,
             expires_at: row.expires_at.map(to_timestamp),
             state,
             metadata: Metadata::parse(Some(row.metadata)).map_err(|e| bad(&e))?,

@@ -38,7 +38,11 @@ pub struct SequencerConfig {
 
 impl Default for SequencerConfig {
     fn default() -> SequencerConfig {
-        SequencerConfig { batch_size_max: 8190, queue_depth_max: 4096, account_cache_max: 1_000_000 }
+        SequencerConfig {
+            batch_size_max: 8190,
+            queue_depth_max: 4096,
+            account_cache_max: 1_000_000,
+        }
     }
 }
 
@@ -48,7 +52,9 @@ pub enum SubmitError {
     TooLarge { count: usize, max: usize },
     #[error("the ledger is shutting down")]
     ShuttingDown,
-    #[error("the batch could not be committed and its outcome is unknown ({reason}); retry with the same ids")]
+    #[error(
+        "the batch could not be committed and its outcome is unknown ({reason}); retry with the same ids"
+    )]
     CommitFailed { reason: String },
 }
 
@@ -69,10 +75,16 @@ impl LedgerHandle {
     /// command once the batch is durably committed. An empty submission only runs due expirations.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, SubmitError> {
         if commands.len() > self.batch_size_max {
-            return Err(SubmitError::TooLarge { count: commands.len(), max: self.batch_size_max });
+            return Err(SubmitError::TooLarge {
+                count: commands.len(),
+                max: self.batch_size_max,
+            });
         }
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Submission { commands, reply }).await.map_err(|_| SubmitError::ShuttingDown)?;
+        self.sender
+            .send(Submission { commands, reply })
+            .await
+            .map_err(|_| SubmitError::ShuttingDown)?;
         answer.await.map_err(|_| SubmitError::ShuttingDown)?
     }
 }
@@ -91,11 +103,26 @@ impl Shutdown {
 }
 
 /// Starts the sequencer task on its own connection to the database.
-pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -> (LedgerHandle, Shutdown) {
+pub fn spawn(
+    options: PgConnectOptions,
+    config: SequencerConfig,
+    clock: Clock,
+) -> (LedgerHandle, Shutdown) {
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
-    let handle = LedgerHandle { sender, batch_size_max: config.batch_size_max };
-    let writer = Writer { options, connection: None, ledger: Ledger::new(), batch_seq: None, last_now: None, clock, config };
+    let handle = LedgerHandle {
+        sender,
+        batch_size_max: config.batch_size_max,
+    };
+    let writer = Writer {
+        options,
+        connection: None,
+        ledger: Ledger::new(),
+        batch_seq: None,
+        last_now: None,
+        clock,
+        config,
+    };
     let task = tokio::spawn(writer.run(receiver, stop));
     (handle, Shutdown { signal, task })
 }
@@ -112,7 +139,11 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut receiver: mpsc::Receiver<Submission>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut receiver: mpsc::Receiver<Submission>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut carried: Option<Submission> = None;
         loop {
             let first = match carried.take() {
@@ -157,7 +188,10 @@ impl Writer {
     async fn until_next_expiry(&self) {
         match self.ledger.next_expiry() {
             Some(deadline) => {
-                let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
+                let wait_micros = deadline
+                    .micros()
+                    .saturating_sub((self.clock)().micros())
+                    .max(0);
                 tokio::time::sleep(Duration::from_micros(wait_micros as u64 + 1)).await;
             }
             None => std::future::pending().await,
@@ -165,12 +199,16 @@ impl Writer {
     }
 
     async fn commit_and_answer(&mut self, batch: Vec<Submission>) {
-        let commands: Vec<Command> = batch.iter().flat_map(|s| s.commands.iter().cloned()).collect();
+        let commands: Vec<Command> = batch
+            .iter()
+            .flat_map(|s| s.commands.iter().cloned())
+            .collect();
         match self.commit(&commands).await {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for submission in batch {
-                    let own: Vec<CommandResult> = results.by_ref().take(submission.commands.len()).collect();
+                    let own: Vec<CommandResult> =
+                        results.by_ref().take(submission.commands.len()).collect();
                     let _ = submission.reply.send(Ok(own));
                 }
             }
@@ -182,7 +220,9 @@ impl Writer {
                 self.connection = None;
                 let reason = format!("{error:#}");
                 for submission in batch {
-                    let _ = submission.reply.send(Err(SubmitError::CommitFailed { reason: reason.clone() }));
+                    let _ = submission.reply.send(Err(SubmitError::CommitFailed {
+                        reason: reason.clone(),
+                    }));
                 }
             }
         }
@@ -196,7 +236,11 @@ impl Writer {
                 let connect = PgConnection::connect_with(&self.options);
                 tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
-                    .map_err(|_| anyhow::anyhow!("connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"))??
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"
+                        )
+                    })??
             }
         };
         let results = self.commit_on(&mut connection, commands).await?;
@@ -205,13 +249,18 @@ impl Writer {
     }
 
     /// One batch, one transaction. Nothing is answered before the commit returns.
-    async fn commit_on(&mut self, connection: &mut PgConnection, commands: &[Command]) -> anyhow::Result<Vec<CommandResult>> {
+    async fn commit_on(
+        &mut self,
+        connection: &mut PgConnection,
+        commands: &[Command],
+    ) -> anyhow::Result<Vec<CommandResult>> {
         let mut transaction = connection.begin().await?;
         // Every batch locks the head row first: a second instance on the same database waits here
         // instead of interleaving its batch with ours, and a moved batch_seq tells us it wrote.
-        let head = sqlx::query!("SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *transaction)
-            .await?;
+        let head =
+            sqlx::query!("SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *transaction)
+                .await?;
         if self.batch_seq != Some(head.batch_seq) {
             self.ledger = Ledger::new();
             load_open_pending(&mut transaction, &mut self.ledger).await?;
@@ -232,12 +281,23 @@ impl Writer {
         let outcome = self.ledger.apply(commands, now);
         let mut batch_seq = head.batch_seq;
         if !outcome.changes.is_empty() {
-            write_changes(&mut transaction, &self.ledger, &outcome.changes, head.transfer_seq, now).await?;
+            write_changes(
+                &mut transaction,
+                &self.ledger,
+                &outcome.changes,
+                head.transfer_seq,
+                now,
+            )
+            .await?;
             batch_seq += 1;
             let transfer_seq = head.transfer_seq + outcome.changes.transfers_created.len() as i64;
-            sqlx::query!("UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2 WHERE id = 1", batch_seq, transfer_seq)
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query!(
+                "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2 WHERE id = 1",
+                batch_seq,
+                transfer_seq
+            )
+            .execute(&mut *transaction)
+            .await?;
         }
         transaction.commit().await?;
         self.batch_seq = Some(batch_seq);

@@ -1,0 +1,329 @@
+//! The commit path against a real PostgreSQL: durability across restarts, concurrent submitters,
+//! failed commits, two instances on one database, and deadline expiry.
+
+mod helpers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use finledger::local_postgres::LocalPostgres;
+use finledger::store::SubmitError;
+use helpers::*;
+use ledger::{Applied, Command, ErrorCode, PendingState};
+use uuid::Uuid;
+
+async fn own_cluster(name: &'static str) -> LocalPostgres {
+    let dir = cluster_dir(name);
+    tokio::task::spawn_blocking(move || LocalPostgres::start(&dir))
+        .await
+        .unwrap()
+        .expect("starting a PostgreSQL")
+}
+
+async fn stop_cluster(mut cluster: LocalPostgres) {
+    tokio::task::spawn_blocking(move || cluster.stop())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_balances_are_identical_after_restarting_service_and_database() {
+    let cluster = own_cluster("restart").await;
+    let options = fresh_database(&cluster).await;
+    let service = TestLedger::start(options.clone(), finledger::clock::system()).await;
+    let batch = vec![
+        account(1, UNLIMITED),
+        account(2, DEBITS_LIMITED),
+        account(3, UNLIMITED),
+        transfer(10, 1, 2, 10_000),
+        pending(11, 2, 3, 2_500, 3600),
+        transfer(12, 2, 3, 1_000),
+        post(13, 11),
+        pending(14, 2, 3, 500, 3600),
+    ];
+    assert!(all_created(&service.submit(batch.clone()).await));
+    let before = [
+        service.balances(1).await,
+        service.balances(2).await,
+        service.balances(3).await,
+    ];
+    assert_eq!(before[1], (3_500, 10_000, 500, 0));
+    service.stop().await;
+    stop_cluster(cluster).await;
+
+    let cluster = own_cluster("restart").await;
+    let service = TestLedger::start(options.clone(), finledger::clock::system()).await;
+    let after = [
+        service.balances(1).await,
+        service.balances(2).await,
+        service.balances(3).await,
+    ];
+    assert_eq!(after, before);
+    let replay = service.submit(batch).await;
+    assert!(
+        replay.iter().all(|r| *r == Ok(Applied::Exists)),
+        "{replay:?}"
+    );
+    // The rebuilt cache knows the open pending transfer and the account's limit.
+    assert_eq!(
+        service.submit(vec![post(15, 14)]).await,
+        [Ok(Applied::Created)]
+    );
+    assert_eq!(
+        service.submit(vec![transfer(16, 2, 3, 6_001)]).await,
+        [Err(ErrorCode::ExceedsCredits)]
+    );
+    assert_eq!(service.balances(2).await, (4_000, 10_000, 0, 0));
+    assert_eq!(assert_ledger_consistent(&options).await, 6);
+    service.stop().await;
+    stop_cluster(cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_submitters_each_get_exactly_their_own_result() {
+    let service = Arc::new(TestLedger::fresh().await);
+    let mut setup = vec![account(1, UNLIMITED)];
+    setup.extend((0..64).map(|s| account(100 + s, DEBITS_LIMITED)));
+    setup.extend((0..64).map(|s| transfer(1_000 + s, 1, 100 + s, 1_000)));
+    assert!(all_created(&service.submit(setup).await));
+    let mut tasks = Vec::new();
+    for submitter in 0..64u128 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            // Each submitter spends its own 10.00 in 1.00 steps, then once more than it has.
+            for step in 0..11u128 {
+                let n = 10_000 + submitter * 100 + step;
+                let amount = if step < 10 { 100 } else { 1 };
+                let results = service
+                    .submit(vec![transfer(n, 100 + submitter, 1, amount)])
+                    .await;
+                outcomes.push(results);
+            }
+            (submitter, outcomes)
+        }));
+    }
+    for task in tasks {
+        let (submitter, outcomes) = task.await.unwrap();
+        for (step, results) in outcomes.iter().enumerate() {
+            let expected = if step < 10 {
+                Ok(Applied::Created)
+            } else {
+                Err(ErrorCode::ExceedsCredits)
+            };
+            assert_eq!(results, &[expected], "submitter {submitter} step {step}");
+        }
+        assert_eq!(
+            service.balances(100 + submitter).await,
+            (1_000, 1_000, 0, 0)
+        );
+    }
+    assert_eq!(
+        assert_ledger_consistent(&service.options).await,
+        64 + 64 * 10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_acknowledges_nothing_as_success() {
+    let cluster = own_cluster("failure").await;
+    let options = fresh_database(&cluster).await;
+    let service = Arc::new(TestLedger::start(options.clone(), finledger::clock::system()).await);
+    assert!(all_created(
+        &service
+            .submit(vec![account(1, UNLIMITED), account(2, UNLIMITED)])
+            .await
+    ));
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for submitter in 0..16u128 {
+        let (service, acknowledged) = (service.clone(), acknowledged.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut succeeded, mut failed) = (Vec::new(), Vec::new());
+            for step in 0..100_000u128 {
+                let n = 1_000_000 + submitter * 100_000 + step;
+                match service.handle.submit(vec![transfer(n, 1, 2, 1)]).await {
+                    Ok(results) => {
+                        assert_eq!(results, [Ok(Applied::Created)]);
+                        succeeded.push(n);
+                        acknowledged.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(SubmitError::CommitFailed { .. }) => {
+                        failed.push(n);
+                        if failed.len() >= 3 {
+                            break;
+                        }
+                    }
+                    Err(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            (succeeded, failed)
+        }));
+    }
+    // Stop the database under load, once some batches have committed.
+    while acknowledged.load(Ordering::SeqCst) < 500 {
+        tokio::task::yield_now().await;
+    }
+    stop_cluster(cluster).await;
+    let (mut succeeded, mut failed) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (s, f) = task.await.unwrap();
+        succeeded.extend(s);
+        failed.extend(f);
+    }
+    assert!(failed.len() >= 16, "every submitter saw the failure");
+
+    let cluster = own_cluster("failure").await;
+    let restarted = TestLedger::start(options.clone(), finledger::clock::system()).await;
+    let ids: Vec<Uuid> = succeeded.iter().map(|n| id(*n)).collect();
+    let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored as usize,
+        succeeded.len(),
+        "every acknowledged transfer is durable"
+    );
+    // Retrying the unknown outcomes with the same ids is safe: each lands exactly once.
+    let retry: Vec<Command> = failed.iter().map(|n| transfer(*n, 1, 2, 1)).collect();
+    let results = restarted.submit(retry).await;
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Applied::Created | Applied::Exists))),
+        "{results:?}"
+    );
+    let total = assert_ledger_consistent(&options).await;
+    assert_eq!(total as usize, succeeded.len() + failed.len());
+    assert_eq!(restarted.balances(2).await.1, total as u64);
+    restarted.stop().await;
+    stop_cluster(cluster).await;
+}
+
+use sqlx::Connection;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_database_keep_every_invariant() {
+    let first = Arc::new(TestLedger::fresh().await);
+    let second =
+        Arc::new(TestLedger::start(first.options.clone(), finledger::clock::system()).await);
+    let mut setup = vec![
+        account(1, DEBITS_LIMITED),
+        account(2, UNLIMITED),
+        account(3, UNLIMITED),
+    ];
+    setup.extend((10..20).map(|n| account(n, DEBITS_LIMITED)));
+    setup.push(transfer(100, 2, 1, 10_000));
+    setup.extend((10..20).map(|n| transfer(200 + n, 2, n, 500)));
+    assert!(all_created(&first.submit(setup).await));
+    let mut tasks = Vec::new();
+    for (instance, service) in [first.clone(), second.clone()].into_iter().enumerate() {
+        for submitter in 0..8u128 {
+            let service = service.clone();
+            let base = 10_000 + (instance as u128 * 8 + submitter) * 1_000;
+            tasks.push(tokio::spawn(async move {
+                let mut spent = 0;
+                for step in 0..30u128 {
+                    // Both instances race to spend account 1's 100.00 and move money among 10..20.
+                    let hot = service
+                        .submit(vec![transfer(base + step * 2, 1, 3, 100)])
+                        .await;
+                    if hot == [Ok(Applied::Created)] {
+                        spent += 1;
+                    } else {
+                        assert_eq!(hot, [Err(ErrorCode::ExceedsCredits)]);
+                    }
+                    let from = 10 + (step + submitter) % 10;
+                    let to = 10 + (step + submitter + 3) % 10;
+                    let spread = service
+                        .submit(vec![transfer(base + step * 2 + 1, from, to, 7)])
+                        .await;
+                    assert!(
+                        matches!(
+                            spread[0],
+                            Ok(Applied::Created) | Err(ErrorCode::ExceedsCredits)
+                        ),
+                        "{spread:?}"
+                    );
+                }
+                spent
+            }));
+        }
+    }
+    let mut spent = 0;
+    for task in tasks {
+        spent += task.await.unwrap();
+    }
+    assert_eq!(
+        spent, 100,
+        "exactly the funded 100.00 was spent, in 1.00 steps, across both instances"
+    );
+    assert_eq!(first.balances(1).await, (10_000, 10_000, 0, 0));
+    assert_eq!(second.balances(3).await, (0, 10_000, 0, 0));
+    assert_ledger_consistent(&first.options).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_transfers_expire_at_their_deadline_and_stay_expired() {
+    let clock = ManualClock::new();
+    let options = fresh_database(shared_cluster()).await;
+    let service = TestLedger::start(options.clone(), clock.clock()).await;
+    let setup = vec![
+        account(1, UNLIMITED),
+        account(2, UNLIMITED),
+        pending(10, 1, 2, 700, 60),
+        pending(11, 1, 2, 300, 120),
+    ];
+    assert!(all_created(&service.submit(setup).await));
+    clock.advance_s(60);
+    assert_eq!(
+        service.submit(vec![post(20, 10)]).await,
+        [Err(ErrorCode::PendingTransferExpired)]
+    );
+    let expired = service
+        .store
+        .transfer(transfer_id(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired.state, Some(PendingState::Expired));
+    assert_eq!(service.balances(1).await, (0, 0, 300, 0));
+    service.stop().await;
+    // A restarted service still knows the other deadline.
+    let service = TestLedger::start(options.clone(), clock.clock()).await;
+    clock.advance_s(60);
+    service.submit(Vec::new()).await;
+    assert_eq!(service.balances(1).await, (0, 0, 0, 0));
+    let stored = service
+        .store
+        .transfer(transfer_id(11))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, Some(PendingState::Expired));
+    assert_ledger_consistent(&options).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_submission_is_refused_and_changes_nothing() {
+    let service = TestLedger::fresh().await;
+    let commands: Vec<Command> = (0..8191u128).map(|n| account(1 + n, UNLIMITED)).collect();
+    assert_eq!(
+        service.handle.submit(commands).await,
+        Err(SubmitError::TooLarge {
+            count: 8191,
+            max: 8190
+        })
+    );
+    assert!(
+        service
+            .store
+            .account(account_id(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
