@@ -1,1 +1,244 @@
-fn main() {}
+//! Durable transfers per second through the sequencer into PostgreSQL (fsync on), measured in one run
+//! against a baseline of one database transaction per transfer.
+//!
+//! Scenarios, each on a fresh database of one local PostgreSQL started by this benchmark:
+//! - `spread`: transfers between random pairs of 10,000 accounts;
+//! - `hot`: every transfer debits or credits one hot account;
+//! - `naive`: the baseline, one transaction per transfer with SELECT ... FOR UPDATE on both accounts,
+//!   at the same client concurrency.
+//!
+//! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
+//! Each scenario runs `REPEATS` times; the median is reported with ratios.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use finledger::local_postgres::LocalPostgres;
+use finledger::store::sequencer;
+use finledger::store::{LedgerHandle, SequencerConfig};
+use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
+use rand::{Rng, SeedableRng};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+const ACCOUNTS: u128 = 10_000;
+const HOT: u128 = 1;
+
+struct Settings {
+    clients: usize,
+    client_batch: usize,
+    transfers: usize,
+    naive_transfers: usize,
+    repeats: usize,
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn settings() -> Settings {
+    Settings {
+        clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
+        client_batch: env_or("FINLEDGER_BENCH_CLIENT_BATCH", 128),
+        transfers: env_or("FINLEDGER_BENCH_TRANSFERS", 500_000),
+        naive_transfers: env_or("FINLEDGER_BENCH_NAIVE_TRANSFERS", 20_000),
+        repeats: env_or("FINLEDGER_BENCH_REPEATS", 3),
+    }
+}
+
+fn account_command(n: u128) -> Command {
+    let request = AccountRequest {
+        id: Uuid::from_u128(n),
+        currency: "USD".into(),
+        code: 1,
+        owner: "bench".into(),
+        flags: AccountFlags::default(),
+        overdraft_limit: None,
+        metadata: None,
+    };
+    Command::CreateAccount(request.parse().expect("valid account"))
+}
+
+fn transfer_command(id: Uuid, debit: u128, credit: u128) -> Command {
+    let request = TransferRequest {
+        id,
+        debit_account_id: Some(Uuid::from_u128(debit)),
+        credit_account_id: Some(Uuid::from_u128(credit)),
+        amount: Some("1.00".into()),
+        currency: Some("USD".into()),
+        code: 1,
+        ..TransferRequest::default()
+    };
+    Command::CreateTransfer(request.parse().expect("valid transfer"))
+}
+
+/// Random (debit, credit) pairs over accounts 1..=ACCOUNTS; with `hot`, one side is always account 1.
+fn pairs(count: usize, hot: bool, seed: u64) -> Vec<(u128, u128)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|_| {
+            let a = rng.random_range(1..=ACCOUNTS);
+            let mut b = rng.random_range(1..=ACCOUNTS);
+            if hot {
+                b = HOT;
+            }
+            while b == a {
+                b = rng.random_range(1..=ACCOUNTS);
+                if hot {
+                    return (HOT, a.max(2));
+                }
+            }
+            if rng.random_bool(0.5) { (a, b) } else { (b, a) }
+        })
+        .collect()
+}
+
+async fn fresh_database(cluster: &LocalPostgres, name: &str) -> PgConnectOptions {
+    cluster.create_database(name).await.expect("creating the bench database");
+    let options = cluster.connect_options(name);
+    let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
+    finledger::store::migrate(&mut connection).await.expect("migrating");
+    options
+}
+
+async fn create_accounts(ledger: &LedgerHandle) {
+    let commands: Vec<Command> = (1..=ACCOUNTS).map(account_command).collect();
+    for chunk in commands.chunks(8190) {
+        let results = ledger.submit(chunk.to_vec()).await.expect("accounts commit");
+        assert!(results.iter().all(|r| *r == Ok(Applied::Created)));
+    }
+}
+
+/// Transfers/s through the sequencer with `clients` concurrent submitters of `client_batch` each.
+async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings: &Settings, seed: u64) -> f64 {
+    let options = fresh_database(cluster, name).await;
+    let (ledger, shutdown) = sequencer::spawn(options, SequencerConfig::default(), finledger::clock::system());
+    create_accounts(&ledger).await;
+    let pairs = pairs(settings.transfers, hot, seed);
+    let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
+    for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
+        let batch = chunk.iter().map(|(d, c)| transfer_command(Uuid::new_v4(), *d, *c)).collect();
+        per_client[index % settings.clients].push(batch);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = per_client
+        .into_iter()
+        .map(|batches| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move {
+                for batch in batches {
+                    let results = ledger.submit(batch).await.expect("batch commits");
+                    assert!(results.iter().all(|r| *r == Ok(Applied::Created)));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client finished");
+    }
+    let elapsed = started.elapsed();
+    shutdown.drain().await;
+    settings.transfers as f64 / elapsed.as_secs_f64()
+}
+
+/// The baseline: each transfer is its own transaction that locks both accounts.
+async fn naive_run(cluster: &LocalPostgres, name: &str, settings: &Settings, seed: u64) -> f64 {
+    let options = fresh_database(cluster, name).await;
+    let (ledger, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), finledger::clock::system());
+    create_accounts(&ledger).await;
+    shutdown.drain().await;
+    let pairs = Arc::new(pairs(settings.naive_transfers, false, seed));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..settings.clients)
+        .map(|_| {
+            let (options, pairs, next) = (options.clone(), pairs.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((debit, credit)) = pairs.get(index).copied() else { break };
+                    naive_transfer(&mut connection, index as i64 + 1, debit, credit).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("client finished");
+    }
+    settings.naive_transfers as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn naive_transfer(connection: &mut PgConnection, seq: i64, debit: u128, credit: u128) {
+    let (debit, credit) = (Uuid::from_u128(debit), Uuid::from_u128(credit));
+    let mut transaction = connection.begin().await.expect("begin");
+    // Lock both accounts in id order so concurrent transfers cannot deadlock.
+    let locked: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT account_id, debits_posted, credits_posted FROM balances WHERE account_id IN ($1, $2)
+         ORDER BY account_id FOR UPDATE",
+    )
+    .bind(debit)
+    .bind(credit)
+    .fetch_all(&mut *transaction)
+    .await
+    .expect("lock");
+    assert_eq!(locked.len(), 2);
+    sqlx::query(
+        "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
+                                metadata, created_at)
+         VALUES ($1, $2, 'single', false, $3, $4, 100, 'USD', 1, '{}', now())",
+    )
+    .bind(Uuid::new_v4())
+    .bind(1_000_000_000 + seq)
+    .bind(debit)
+    .bind(credit)
+    .execute(&mut *transaction)
+    .await
+    .expect("insert");
+    sqlx::query("UPDATE balances SET debits_posted = debits_posted + 100 WHERE account_id = $1")
+        .bind(debit)
+        .execute(&mut *transaction)
+        .await
+        .expect("debit");
+    sqlx::query("UPDATE balances SET credits_posted = credits_posted + 100 WHERE account_id = $1")
+        .bind(credit)
+        .execute(&mut *transaction)
+        .await
+        .expect("credit");
+    transaction.commit().await.expect("commit");
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let settings = settings();
+    let dir = tempfile::tempdir()?;
+    let cluster = LocalPostgres::start(dir.path())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (mut spread, mut hot, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    runtime.block_on(async {
+        for repeat in 0..settings.repeats {
+            let seed = repeat as u64;
+            spread.push(sequencer_run(&cluster, &format!("spread_{repeat}"), false, &settings, seed).await);
+            hot.push(sequencer_run(&cluster, &format!("hot_{repeat}"), true, &settings, seed).await);
+            naive.push(naive_run(&cluster, &format!("naive_{repeat}"), &settings, seed).await);
+            eprintln!("repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s", spread[repeat], hot[repeat], naive[repeat]);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let (spread, hot, naive) = (median(&mut spread), median(&mut hot), median(&mut naive));
+    println!(
+        "clients={} client_batch={} transfers={} naive_transfers={} repeats={}",
+        settings.clients, settings.client_batch, settings.transfers, settings.naive_transfers, settings.repeats
+    );
+    println!("| scenario | durable transfers/s (median) | ratio |");
+    println!("|---|---:|---:|");
+    println!("| (a) spread over {ACCOUNTS} accounts | {spread:.0} | 1.00 |");
+    println!("| (b) hot account in every transfer | {hot:.0} | {:.2} of (a) |", hot / spread);
+    println!("| (c) naive: 1 transaction per transfer, FOR UPDATE | {naive:.0} | (a) is {:.1}x (c) |", spread / naive);
+    Ok(())
+}

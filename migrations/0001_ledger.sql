@@ -24,7 +24,6 @@ CREATE TABLE accounts (
     created_at timestamptz NOT NULL,
     CHECK (NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)),
     CHECK (overdraft_limit = 0 OR debits_must_not_exceed_credits OR credits_must_not_exceed_debits),
-    -- Target of the transfers' (account, currency) foreign keys: a transfer's currency is its accounts'.
     UNIQUE (id, currency)
 );
 
@@ -62,8 +61,6 @@ CREATE TABLE transfers (
     state text CHECK (state IN ('pending', 'posted', 'voided', 'expired')),
     metadata jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(metadata) = 'object'),
     created_at timestamptz NOT NULL,
-    FOREIGN KEY (debit_account_id, currency) REFERENCES accounts (id, currency),
-    FOREIGN KEY (credit_account_id, currency) REFERENCES accounts (id, currency),
     CHECK (debit_account_id <> credit_account_id),
     CHECK ((kind = 'pending') = (state IS NOT NULL)),
     CHECK ((kind = 'pending') = (timeout_s IS NOT NULL AND expires_at IS NOT NULL)),
@@ -77,3 +74,49 @@ CREATE INDEX transfers_credit_account_seq ON transfers (credit_account_id, seq);
 CREATE INDEX transfers_open_pending ON transfers (expires_at) WHERE state = 'pending';
 -- A pending transfer is resolved at most once.
 CREATE UNIQUE INDEX transfers_one_resolution ON transfers (pending_id) WHERE pending_id IS NOT NULL;
+
+-- Referential integrity of transfers to accounts, set-based.
+--
+-- A per-row FOREIGN KEY (debit_account_id, currency) -> accounts (id, currency) runs one lookup per
+-- row and locks each referenced account row FOR KEY SHARE (a WAL-logged tuple write): measured here
+-- at about 6 us per transfer, more than half the cost of inserting a batch. This statement-level
+-- check gives the same guarantee with one anti-join per batch: every inserted transfer names existing
+-- accounts whose currency is the transfer's. It holds afterwards because an account's id and currency
+-- can never change and accounts can never be deleted (triggers below), which is what the FK's lock
+-- would otherwise protect against.
+CREATE FUNCTION transfers_name_accounts_of_their_currency() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM inserted t
+        WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = t.debit_account_id AND a.currency = t.currency)
+           OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.id = t.credit_account_id AND a.currency = t.currency)
+    ) THEN
+        RAISE EXCEPTION 'a transfer names a missing account or an account of another currency'
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER transfers_name_accounts_of_their_currency
+    AFTER INSERT ON transfers REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION transfers_name_accounts_of_their_currency();
+
+CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% on %: %', TG_OP, TG_TABLE_NAME, TG_ARGV[0] USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+CREATE TRIGGER accounts_are_never_deleted BEFORE DELETE ON accounts
+    FOR EACH ROW EXECUTE FUNCTION refuse_change('accounts are closed, never deleted');
+CREATE TRIGGER accounts_keep_id_and_currency BEFORE UPDATE OF id, currency ON accounts
+    FOR EACH ROW WHEN (NEW.id IS DISTINCT FROM OLD.id OR NEW.currency IS DISTINCT FROM OLD.currency)
+    EXECUTE FUNCTION refuse_change('an account''s id and currency never change');
+
+-- Transfers are append-only: only a pending transfer's state moves, once, from pending.
+CREATE TRIGGER transfers_are_never_deleted BEFORE DELETE ON transfers
+    FOR EACH ROW EXECUTE FUNCTION refuse_change('transfers are never deleted');
+CREATE TRIGGER transfers_change_only_pending_state BEFORE UPDATE ON transfers
+    FOR EACH ROW WHEN (
+        OLD.state IS DISTINCT FROM 'pending' OR NEW.state NOT IN ('posted', 'voided', 'expired')
+        OR (to_jsonb(NEW) - 'state') IS DISTINCT FROM (to_jsonb(OLD) - 'state'))
+    EXECUTE FUNCTION refuse_change('only a pending transfer''s state changes, once');
