@@ -37,13 +37,16 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// `cargo bench` passes `--bench`; under `cargo test` the same code runs as a small smoke test.
 fn settings() -> Settings {
+    let full = std::env::args().any(|arg| arg == "--bench");
+    let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Settings {
         clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
         client_batch: env_or("FINLEDGER_BENCH_CLIENT_BATCH", 128),
-        transfers: env_or("FINLEDGER_BENCH_TRANSFERS", 500_000),
-        naive_transfers: env_or("FINLEDGER_BENCH_NAIVE_TRANSFERS", 20_000),
-        repeats: env_or("FINLEDGER_BENCH_REPEATS", 3),
+        transfers: env_or("FINLEDGER_BENCH_TRANSFERS", scale(500_000, 20_000)),
+        naive_transfers: env_or("FINLEDGER_BENCH_NAIVE_TRANSFERS", scale(20_000, 1_000)),
+        repeats: env_or("FINLEDGER_BENCH_REPEATS", scale(3, 1)),
     }
 }
 
@@ -95,7 +98,10 @@ fn pairs(count: usize, hot: bool, seed: u64) -> Vec<(u128, u128)> {
 }
 
 async fn fresh_database(cluster: &LocalPostgres, name: &str) -> PgConnectOptions {
-    cluster.create_database(name).await.expect("creating the bench database");
+    cluster
+        .create_database(name)
+        .await
+        .expect("creating the bench database");
     let options = cluster.connect_options(name);
     let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
     finledger::store::migrate(&mut connection).await.expect("migrating");
@@ -118,7 +124,10 @@ async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings:
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
     for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
-        let batch = chunk.iter().map(|(d, c)| transfer_command(Uuid::new_v4(), *d, *c)).collect();
+        let batch = chunk
+            .iter()
+            .map(|(d, c)| transfer_command(Uuid::new_v4(), *d, *c))
+            .collect();
         per_client[index % settings.clients].push(batch);
     }
     let started = Instant::now();
@@ -158,7 +167,9 @@ async fn naive_run(cluster: &LocalPostgres, name: &str, settings: &Settings, see
                 let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
                 loop {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((debit, credit)) = pairs.get(index).copied() else { break };
+                    let Some((debit, credit)) = pairs.get(index).copied() else {
+                        break;
+                    };
                     naive_transfer(&mut connection, index as i64 + 1, debit, credit).await;
                 }
             })
@@ -226,7 +237,10 @@ fn main() -> anyhow::Result<()> {
             spread.push(sequencer_run(&cluster, &format!("spread_{repeat}"), false, &settings, seed).await);
             hot.push(sequencer_run(&cluster, &format!("hot_{repeat}"), true, &settings, seed).await);
             naive.push(naive_run(&cluster, &format!("naive_{repeat}"), &settings, seed).await);
-            eprintln!("repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s", spread[repeat], hot[repeat], naive[repeat]);
+            eprintln!(
+                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s",
+                spread[repeat], hot[repeat], naive[repeat]
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -238,7 +252,13 @@ fn main() -> anyhow::Result<()> {
     println!("| scenario | durable transfers/s (median) | ratio |");
     println!("|---|---:|---:|");
     println!("| (a) spread over {ACCOUNTS} accounts | {spread:.0} | 1.00 |");
-    println!("| (b) hot account in every transfer | {hot:.0} | {:.2} of (a) |", hot / spread);
-    println!("| (c) naive: 1 transaction per transfer, FOR UPDATE | {naive:.0} | (a) is {:.1}x (c) |", spread / naive);
+    println!(
+        "| (b) hot account in every transfer | {hot:.0} | {:.2} of (a) |",
+        hot / spread
+    );
+    println!(
+        "| (c) naive: 1 transaction per transfer, FOR UPDATE | {naive:.0} | (a) is {:.1}x (c) |",
+        spread / naive
+    );
     Ok(())
 }

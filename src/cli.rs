@@ -29,9 +29,7 @@ pub fn run() -> anyhow::Result<()> {
         Commands::Serve(settings) | Commands::Migrate(settings) => settings.clone(),
     };
     crate::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             Commands::Serve(settings) => crate::startup::serve(settings).await,

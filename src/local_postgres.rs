@@ -100,8 +100,7 @@ fn find_bin_dir() -> Option<PathBuf> {
         return Some(bin);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
+    std::env::split_paths(&path).find(|dir| dir.join("postgres").is_file() && dir.join("initdb").is_file())
 }
 
 /// A running local cluster. Dropping it shuts the server down (fast shutdown) and waits for it.
@@ -142,12 +141,7 @@ impl LocalPostgres {
             });
         }
         let bin_dir = installation.bin_dir.clone();
-        let keeper = spawn_keeper(
-            installation,
-            data_dir,
-            socket_dir.clone(),
-            dir.join("postgres.log"),
-        )?;
+        let keeper = spawn_keeper(installation, data_dir, socket_dir.clone(), dir.join("postgres.log"))?;
         let postgres = LocalPostgres {
             socket_dir,
             keeper: Mutex::new(Some(keeper)),
@@ -176,18 +170,14 @@ impl LocalPostgres {
     /// Creates `database` unless it exists.
     pub async fn create_database(&self, database: &str) -> anyhow::Result<()> {
         anyhow::ensure!(
-            !database.is_empty()
-                && database
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            !database.is_empty() && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "database names are limited to letters, digits and underscores: {database:?}"
         );
         let mut connection = PgConnection::connect_with(&self.connect_options("postgres")).await?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(database)
-                .fetch_one(&mut connection)
-                .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(database)
+            .fetch_one(&mut connection)
+            .await?;
         if !exists {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
                 .execute(&mut connection)
@@ -213,18 +203,12 @@ impl LocalPostgres {
     fn wait_until_ready(&self, bin_dir: &Path) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let exited = match &*self
-                .keeper
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-            {
+            let exited = match &*self.keeper.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) {
                 Some(keeper) => keeper.stopped.try_recv().is_ok(),
                 None => false,
             };
             if exited {
-                bail!(
-                    "the local PostgreSQL exited during start-up; see postgres.log beside its data directory"
-                );
+                bail!("the local PostgreSQL exited during start-up; see postgres.log beside its data directory");
             }
             let ready = Command::new(bin_dir.join("pg_isready"))
                 .arg("--host")
@@ -281,11 +265,7 @@ fn server_is_running(data_dir: &Path) -> bool {
     let Ok(pid_file) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;
     };
-    let Some(pid) = pid_file
-        .lines()
-        .next()
-        .and_then(|line| line.trim().parse::<i32>().ok())
-    else {
+    let Some(pid) = pid_file.lines().next().and_then(|line| line.trim().parse::<i32>().ok()) else {
         return false;
     };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
@@ -343,20 +323,11 @@ fn spawn_keeper(
     })
 }
 
-fn spawn_server(
-    installation: &Installation,
-    data_dir: &Path,
-    socket_dir: &Path,
-    log: &Path,
-) -> anyhow::Result<Child> {
+fn spawn_server(installation: &Installation, data_dir: &Path, socket_dir: &Path, log: &Path) -> anyhow::Result<Child> {
     let log_file = fs::OpenOptions::new().create(true).append(true).open(log)?;
     installation.chown(log)?;
     let mut command = installation.command("postgres");
-    command
-        .arg("-D")
-        .arg(data_dir)
-        .arg("-p")
-        .arg(PORT.to_string());
+    command.arg("-D").arg(data_dir).arg("-p").arg(PORT.to_string());
     command
         .arg("-c")
         .arg(format!("unix_socket_directories={}", socket_dir.display()));
@@ -370,8 +341,7 @@ fn spawn_server(
     // SAFETY: prctl is async-signal-safe and touches only this (forked, not yet exec'd) process.
     unsafe {
         command.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT)
-                .map_err(std::io::Error::from)
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGQUIT).map_err(std::io::Error::from)
         });
     }
     command.spawn().context("starting postgres")

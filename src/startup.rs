@@ -40,9 +40,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
     let mut connection = PgConnection::connect_with(&database.options)
         .await
         .context("connecting to PostgreSQL")?;
-    store::migrate(&mut connection)
-        .await
-        .context("applying migrations")?;
+    store::migrate(&mut connection).await.context("applying migrations")?;
     connection.close().await?;
     Ok(database)
 }
@@ -51,11 +49,7 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut database = open_database(&settings).await?;
     let store = Store::connect(database.options.clone(), settings.db_connections_max).await?;
-    let (_ledger, shutdown) = sequencer::spawn(
-        database.options.clone(),
-        settings.sequencer(),
-        crate::clock::system(),
-    );
+    let (_ledger, shutdown) = sequencer::spawn(database.options.clone(), settings.sequencer(), crate::clock::system());
     let listener = TcpListener::bind(settings.ops_listen)
         .await
         .with_context(|| format!("binding the operations port {}", settings.ops_listen))?;

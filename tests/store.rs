@@ -21,9 +21,7 @@ async fn own_cluster(name: &'static str) -> LocalPostgres {
 }
 
 async fn stop_cluster(mut cluster: LocalPostgres) {
-    tokio::task::spawn_blocking(move || cluster.stop())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || cluster.stop()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,15 +58,9 @@ async fn committed_balances_are_identical_after_restarting_service_and_database(
     ];
     assert_eq!(after, before);
     let replay = service.submit(batch).await;
-    assert!(
-        replay.iter().all(|r| *r == Ok(Applied::Exists)),
-        "{replay:?}"
-    );
+    assert!(replay.iter().all(|r| *r == Ok(Applied::Exists)), "{replay:?}");
     // The rebuilt cache knows the open pending transfer and the account's limit.
-    assert_eq!(
-        service.submit(vec![post(15, 14)]).await,
-        [Ok(Applied::Created)]
-    );
+    assert_eq!(service.submit(vec![post(15, 14)]).await, [Ok(Applied::Created)]);
     assert_eq!(
         service.submit(vec![transfer(16, 2, 3, 6_001)]).await,
         [Err(ErrorCode::ExceedsCredits)]
@@ -95,9 +87,7 @@ async fn sixty_four_concurrent_submitters_each_get_exactly_their_own_result() {
             for step in 0..11u128 {
                 let n = 10_000 + submitter * 100 + step;
                 let amount = if step < 10 { 100 } else { 1 };
-                let results = service
-                    .submit(vec![transfer(n, 100 + submitter, 1, amount)])
-                    .await;
+                let results = service.submit(vec![transfer(n, 100 + submitter, 1, amount)]).await;
                 outcomes.push(results);
             }
             (submitter, outcomes)
@@ -113,15 +103,9 @@ async fn sixty_four_concurrent_submitters_each_get_exactly_their_own_result() {
             };
             assert_eq!(results, &[expected], "submitter {submitter} step {step}");
         }
-        assert_eq!(
-            service.balances(100 + submitter).await,
-            (1_000, 1_000, 0, 0)
-        );
+        assert_eq!(service.balances(100 + submitter).await, (1_000, 1_000, 0, 0));
     }
-    assert_eq!(
-        assert_ledger_consistent(&service.options).await,
-        64 + 64 * 10
-    );
+    assert_eq!(assert_ledger_consistent(&service.options).await, 64 + 64 * 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,9 +114,7 @@ async fn a_commit_that_fails_acknowledges_nothing_as_success() {
     let options = fresh_database(&cluster).await;
     let service = Arc::new(TestLedger::start(options.clone(), finledger::clock::system()).await);
     assert!(all_created(
-        &service
-            .submit(vec![account(1, UNLIMITED), account(2, UNLIMITED)])
-            .await
+        &service.submit(vec![account(1, UNLIMITED), account(2, UNLIMITED)]).await
     ));
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -208,13 +190,8 @@ use sqlx::Connection;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_keep_every_invariant() {
     let first = Arc::new(TestLedger::fresh().await);
-    let second =
-        Arc::new(TestLedger::start(first.options.clone(), finledger::clock::system()).await);
-    let mut setup = vec![
-        account(1, DEBITS_LIMITED),
-        account(2, UNLIMITED),
-        account(3, UNLIMITED),
-    ];
+    let second = Arc::new(TestLedger::start(first.options.clone(), finledger::clock::system()).await);
+    let mut setup = vec![account(1, DEBITS_LIMITED), account(2, UNLIMITED), account(3, UNLIMITED)];
     setup.extend((10..20).map(|n| account(n, DEBITS_LIMITED)));
     setup.push(transfer(100, 2, 1, 10_000));
     setup.extend((10..20).map(|n| transfer(200 + n, 2, n, 500)));
@@ -228,9 +205,7 @@ async fn two_instances_on_one_database_keep_every_invariant() {
                 let mut spent = 0;
                 for step in 0..30u128 {
                     // Both instances race to spend account 1's 100.00 and move money among 10..20.
-                    let hot = service
-                        .submit(vec![transfer(base + step * 2, 1, 3, 100)])
-                        .await;
+                    let hot = service.submit(vec![transfer(base + step * 2, 1, 3, 100)]).await;
                     if hot == [Ok(Applied::Created)] {
                         spent += 1;
                     } else {
@@ -238,14 +213,9 @@ async fn two_instances_on_one_database_keep_every_invariant() {
                     }
                     let from = 10 + (step + submitter) % 10;
                     let to = 10 + (step + submitter + 3) % 10;
-                    let spread = service
-                        .submit(vec![transfer(base + step * 2 + 1, from, to, 7)])
-                        .await;
+                    let spread = service.submit(vec![transfer(base + step * 2 + 1, from, to, 7)]).await;
                     assert!(
-                        matches!(
-                            spread[0],
-                            Ok(Applied::Created) | Err(ErrorCode::ExceedsCredits)
-                        ),
+                        matches!(spread[0], Ok(Applied::Created) | Err(ErrorCode::ExceedsCredits)),
                         "{spread:?}"
                     );
                 }
@@ -283,12 +253,7 @@ async fn pending_transfers_expire_at_their_deadline_and_stay_expired() {
         service.submit(vec![post(20, 10)]).await,
         [Err(ErrorCode::PendingTransferExpired)]
     );
-    let expired = service
-        .store
-        .transfer(transfer_id(10))
-        .await
-        .unwrap()
-        .unwrap();
+    let expired = service.store.transfer(transfer_id(10)).await.unwrap().unwrap();
     assert_eq!(expired.state, Some(PendingState::Expired));
     assert_eq!(service.balances(1).await, (0, 0, 300, 0));
     service.stop().await;
@@ -297,12 +262,7 @@ async fn pending_transfers_expire_at_their_deadline_and_stay_expired() {
     clock.advance_s(60);
     service.submit(Vec::new()).await;
     assert_eq!(service.balances(1).await, (0, 0, 0, 0));
-    let stored = service
-        .store
-        .transfer(transfer_id(11))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = service.store.transfer(transfer_id(11)).await.unwrap().unwrap();
     assert_eq!(stored.state, Some(PendingState::Expired));
     assert_ledger_consistent(&options).await;
 }
@@ -313,17 +273,7 @@ async fn an_oversized_submission_is_refused_and_changes_nothing() {
     let commands: Vec<Command> = (0..8191u128).map(|n| account(1 + n, UNLIMITED)).collect();
     assert_eq!(
         service.handle.submit(commands).await,
-        Err(SubmitError::TooLarge {
-            count: 8191,
-            max: 8190
-        })
+        Err(SubmitError::TooLarge { count: 8191, max: 8190 })
     );
-    assert!(
-        service
-            .store
-            .account(account_id(1))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(service.store.account(account_id(1)).await.unwrap().is_none());
 }

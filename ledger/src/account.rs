@@ -61,10 +61,7 @@ impl AccountRequest {
             return Err(ErrorCode::CodeMustNotBeZero);
         }
         let owner_length = self.owner.chars().count();
-        if owner_length == 0
-            || owner_length > OWNER_LENGTH_MAX
-            || self.owner.chars().any(char::is_control)
-        {
+        if owner_length == 0 || owner_length > OWNER_LENGTH_MAX || self.owner.chars().any(char::is_control) {
             return Err(ErrorCode::InvalidOwner);
         }
         let overdraft_minor = match &self.overdraft_limit {

@@ -153,10 +153,7 @@ mod tests {
             ("-1.00", ErrorCode::AmountMustNotBeNegative),
             ("12.345", ErrorCode::AmountExceedsCurrencyScale),
             ("92233720368547758.08", ErrorCode::AmountOverflow),
-            (
-                "99999999999999999999999999999999",
-                ErrorCode::AmountOverflow,
-            ),
+            ("99999999999999999999999999999999", ErrorCode::AmountOverflow),
             ("", ErrorCode::InvalidAmount),
             ("1e3", ErrorCode::InvalidAmount),
             ("+1", ErrorCode::InvalidAmount),

@@ -15,76 +15,40 @@ impl Balances {
     pub fn debit(self, amount: u64, pending: bool) -> Result<Balances, ErrorCode> {
         let mut next = self;
         if pending {
-            next.debits_pending = add(
-                self.debits_pending,
-                amount,
-                ErrorCode::OverflowsDebitsPending,
-            )?;
+            next.debits_pending = add(self.debits_pending, amount, ErrorCode::OverflowsDebitsPending)?;
         } else {
             next.debits_posted = add(self.debits_posted, amount, ErrorCode::OverflowsDebitsPosted)?;
         }
-        add(
-            next.debits_posted,
-            next.debits_pending,
-            ErrorCode::OverflowsDebits,
-        )?;
+        add(next.debits_posted, next.debits_pending, ErrorCode::OverflowsDebits)?;
         Ok(next)
     }
 
     pub fn credit(self, amount: u64, pending: bool) -> Result<Balances, ErrorCode> {
         let mut next = self;
         if pending {
-            next.credits_pending = add(
-                self.credits_pending,
-                amount,
-                ErrorCode::OverflowsCreditsPending,
-            )?;
+            next.credits_pending = add(self.credits_pending, amount, ErrorCode::OverflowsCreditsPending)?;
         } else {
-            next.credits_posted = add(
-                self.credits_posted,
-                amount,
-                ErrorCode::OverflowsCreditsPosted,
-            )?;
+            next.credits_posted = add(self.credits_posted, amount, ErrorCode::OverflowsCreditsPosted)?;
         }
-        add(
-            next.credits_posted,
-            next.credits_pending,
-            ErrorCode::OverflowsCredits,
-        )?;
+        add(next.credits_posted, next.credits_pending, ErrorCode::OverflowsCredits)?;
         Ok(next)
     }
 
     /// Releases a pending debit of `pending_minor` and posts `posted_minor` of it (zero for a void).
-    pub fn resolve_debit(
-        self,
-        pending_minor: u64,
-        posted_minor: u64,
-    ) -> Result<Balances, ErrorCode> {
+    pub fn resolve_debit(self, pending_minor: u64, posted_minor: u64) -> Result<Balances, ErrorCode> {
         assert!(posted_minor <= pending_minor && pending_minor <= self.debits_pending);
         let mut next = self;
         next.debits_pending -= pending_minor;
-        next.debits_posted = add(
-            self.debits_posted,
-            posted_minor,
-            ErrorCode::OverflowsDebitsPosted,
-        )?;
+        next.debits_posted = add(self.debits_posted, posted_minor, ErrorCode::OverflowsDebitsPosted)?;
         Ok(next)
     }
 
     /// Releases a pending credit of `pending_minor` and posts `posted_minor` of it (zero for a void).
-    pub fn resolve_credit(
-        self,
-        pending_minor: u64,
-        posted_minor: u64,
-    ) -> Result<Balances, ErrorCode> {
+    pub fn resolve_credit(self, pending_minor: u64, posted_minor: u64) -> Result<Balances, ErrorCode> {
         assert!(posted_minor <= pending_minor && pending_minor <= self.credits_pending);
         let mut next = self;
         next.credits_pending -= pending_minor;
-        next.credits_posted = add(
-            self.credits_posted,
-            posted_minor,
-            ErrorCode::OverflowsCreditsPosted,
-        )?;
+        next.credits_posted = add(self.credits_posted, posted_minor, ErrorCode::OverflowsCreditsPosted)?;
         Ok(next)
     }
 
@@ -96,9 +60,7 @@ impl Balances {
         Err(match limit {
             BalanceLimit::Debits { overdraft_minor: 0 } => ErrorCode::ExceedsCredits,
             BalanceLimit::Credits { overdraft_minor: 0 } => ErrorCode::ExceedsDebits,
-            BalanceLimit::Debits { .. } | BalanceLimit::Credits { .. } => {
-                ErrorCode::ExceedsOverdraftLimit
-            }
+            BalanceLimit::Debits { .. } | BalanceLimit::Credits { .. } => ErrorCode::ExceedsOverdraftLimit,
             BalanceLimit::None => ErrorCode::OverflowsDebits,
         })
     }

@@ -69,13 +69,7 @@ mod tests {
         assert_eq!(Currency::from_code("usd"), Err(ErrorCode::InvalidCurrency));
         assert_eq!(Currency::from_code("ZZZ"), Err(ErrorCode::InvalidCurrency));
         assert_eq!(Currency::from_code(""), Err(ErrorCode::InvalidCurrency));
-        assert_eq!(
-            Currency::from_code("XAU"),
-            Err(ErrorCode::CurrencyHasNoMinorUnit)
-        );
-        assert_eq!(
-            Currency::from_code("XXX"),
-            Err(ErrorCode::CurrencyHasNoMinorUnit)
-        );
+        assert_eq!(Currency::from_code("XAU"), Err(ErrorCode::CurrencyHasNoMinorUnit));
+        assert_eq!(Currency::from_code("XXX"), Err(ErrorCode::CurrencyHasNoMinorUnit));
     }
 }

@@ -16,20 +16,16 @@ mod state;
 mod time;
 mod transfer;
 
-pub use account::{
-    Account, AccountFlags, AccountRequest, BalanceLimit, Balances, NewAccount, OWNER_LENGTH_MAX,
-};
+pub use account::{Account, AccountFlags, AccountRequest, BalanceLimit, Balances, NewAccount, OWNER_LENGTH_MAX};
 pub use amount::{AMOUNT_MAX, AMOUNT_TEXT_LENGTH_MAX, Amount, DecimalAmount, format_minor};
 pub use balances::BalanceDelta;
 pub use code::ErrorCode;
 pub use currency::{Currency, SCALE_MAX};
 pub use ids::{AccountId, TransferId};
 pub use metadata::{METADATA_BYTES_MAX, Metadata};
-pub use state::{
-    Applied, BatchOutcome, Changes, Command, CommandResult, EXPIRIES_PER_BATCH_MAX, Ledger,
-};
+pub use state::{Applied, BatchOutcome, Changes, Command, CommandResult, EXPIRIES_PER_BATCH_MAX, Ledger};
 pub use time::{TIMEOUT_S_MAX, Timestamp};
 pub use transfer::{
-    Expected, Movement, NewTransfer, PendingState, Transfer, TransferCommand, TransferFlags,
-    TransferKind, TransferRequest,
+    Expected, Movement, NewTransfer, PendingState, Transfer, TransferCommand, TransferFlags, TransferKind,
+    TransferRequest,
 };

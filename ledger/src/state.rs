@@ -13,8 +13,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::{
-    Account, AccountId, Amount, BalanceDelta, Balances, ErrorCode, Expected, Movement, NewAccount,
-    NewTransfer, PendingState, Timestamp, Transfer, TransferCommand, TransferId, TransferKind,
+    Account, AccountId, Amount, BalanceDelta, Balances, ErrorCode, Expected, Movement, NewAccount, NewTransfer,
+    PendingState, Timestamp, Transfer, TransferCommand, TransferId, TransferKind,
 };
 
 /// Most pending transfers expired at the start of one batch, so a mass expiry cannot turn one batch
@@ -85,9 +85,7 @@ impl Ledger {
 
     /// Adds a transfer read from storage to the working set.
     pub fn load_transfer(&mut self, transfer: Transfer) {
-        if let (Some(PendingState::Pending), Some(expires_at)) =
-            (transfer.state, transfer.expires_at)
-        {
+        if let (Some(PendingState::Pending), Some(expires_at)) = (transfer.state, transfer.expires_at) {
             self.expiry.insert((expires_at, transfer.id));
         }
         self.transfers.insert(transfer.id, transfer);
@@ -151,15 +149,11 @@ impl Ledger {
             match command {
                 Command::CreateAccount(account) => wanted.push(account.id),
                 Command::CloseAccount(id) => wanted.push(*id),
-                Command::CreateTransfer(transfer) => {
-                    match (transfer.movement(), transfer.pending_id()) {
-                        (Some(movement), _) => {
-                            wanted.extend([movement.debit_account_id, movement.credit_account_id])
-                        }
-                        (None, Some(pending_id)) => wanted.extend(pending_accounts(pending_id)),
-                        (None, None) => {}
-                    }
-                }
+                Command::CreateTransfer(transfer) => match (transfer.movement(), transfer.pending_id()) {
+                    (Some(movement), _) => wanted.extend([movement.debit_account_id, movement.credit_account_id]),
+                    (None, Some(pending_id)) => wanted.extend(pending_accounts(pending_id)),
+                    (None, None) => {}
+                },
             }
         }
         for (_, id) in self.due(now) {
@@ -182,8 +176,7 @@ impl Ledger {
     /// amounts, so the working set stays bounded. Open pending transfers and their accounts stay: the
     /// expiry of a deadline must not depend on a reload.
     pub fn shrink(&mut self, accounts_max: usize) {
-        self.transfers
-            .retain(|_, t| t.state == Some(PendingState::Pending));
+        self.transfers.retain(|_, t| t.state == Some(PendingState::Pending));
         if self.accounts.len() > accounts_max {
             self.accounts
                 .retain(|_, a| a.balances.debits_pending != 0 || a.balances.credits_pending != 0);
@@ -212,12 +205,7 @@ impl Ledger {
     }
 
     /// Applies a chain of one or more commands; all take effect or none.
-    fn apply_chain(
-        &mut self,
-        chain: &[Command],
-        now: Timestamp,
-        changes: &mut Changes,
-    ) -> Vec<CommandResult> {
+    fn apply_chain(&mut self, chain: &[Command], now: Timestamp, changes: &mut Changes) -> Vec<CommandResult> {
         debug_assert!(self.undo.is_empty());
         let created_mark = changes.transfers_created.len();
         let resolved_mark = changes.pending_resolved.len();
@@ -253,13 +241,9 @@ impl Ledger {
                     }
                 }
                 Undo::PendingState(id, state) => {
-                    let transfer = self
-                        .transfers
-                        .get_mut(&id)
-                        .expect("undo names a resident transfer");
+                    let transfer = self.transfers.get_mut(&id).expect("undo names a resident transfer");
                     transfer.state = Some(state);
-                    if let (PendingState::Pending, Some(expires_at)) = (state, transfer.expires_at)
-                    {
+                    if let (PendingState::Pending, Some(expires_at)) = (state, transfer.expires_at) {
                         self.expiry.insert((expires_at, id));
                     }
                 }
@@ -269,49 +253,32 @@ impl Ledger {
         changes.pending_resolved.truncate(resolved_mark);
     }
 
-    fn apply_command(
-        &mut self,
-        command: &Command,
-        now: Timestamp,
-        changes: &mut Changes,
-    ) -> CommandResult {
+    fn apply_command(&mut self, command: &Command, now: Timestamp, changes: &mut Changes) -> CommandResult {
         match command {
             Command::CreateAccount(account) => self.create_account(account, now, changes),
             Command::CloseAccount(id) => self.close_account(*id, changes),
             Command::CreateTransfer(transfer) => {
                 if let Some(existing) = self.transfers.get(&transfer.id) {
-                    return self
-                        .compare_transfer(existing, transfer)
-                        .map(|()| Applied::Exists);
+                    return self.compare_transfer(existing, transfer).map(|()| Applied::Exists);
                 }
                 match &transfer.command {
-                    TransferCommand::Single(movement) => {
-                        self.move_money(transfer, movement, None, now, changes)
+                    TransferCommand::Single(movement) => self.move_money(transfer, movement, None, now, changes),
+                    TransferCommand::Pending { movement, timeout_s } => {
+                        self.move_money(transfer, movement, Some(*timeout_s), now, changes)
                     }
-                    TransferCommand::Pending {
-                        movement,
-                        timeout_s,
-                    } => self.move_money(transfer, movement, Some(*timeout_s), now, changes),
-                    TransferCommand::PostPending {
-                        pending_id,
-                        expected,
-                    } => self.resolve_pending(transfer, *pending_id, expected, true, now, changes),
-                    TransferCommand::VoidPending {
-                        pending_id,
-                        expected,
-                    } => self.resolve_pending(transfer, *pending_id, expected, false, now, changes),
+                    TransferCommand::PostPending { pending_id, expected } => {
+                        self.resolve_pending(transfer, *pending_id, expected, true, now, changes)
+                    }
+                    TransferCommand::VoidPending { pending_id, expected } => {
+                        self.resolve_pending(transfer, *pending_id, expected, false, now, changes)
+                    }
                 }
                 .map(|()| Applied::Created)
             }
         }
     }
 
-    fn create_account(
-        &mut self,
-        request: &NewAccount,
-        now: Timestamp,
-        changes: &mut Changes,
-    ) -> CommandResult {
+    fn create_account(&mut self, request: &NewAccount, now: Timestamp, changes: &mut Changes) -> CommandResult {
         if let Some(existing) = self.accounts.get(&request.id) {
             return existing.compare(request).map(|()| Applied::Exists);
         }
@@ -333,10 +300,7 @@ impl Ledger {
     }
 
     fn close_account(&mut self, id: AccountId, changes: &mut Changes) -> CommandResult {
-        let account = self
-            .accounts
-            .get_mut(&id)
-            .ok_or(ErrorCode::AccountNotFound)?;
+        let account = self.accounts.get_mut(&id).ok_or(ErrorCode::AccountNotFound)?;
         if account.closed {
             return Ok(Applied::Exists);
         }
@@ -372,19 +336,13 @@ impl Ledger {
             return Err(ErrorCode::AccountClosed);
         }
         let expires_at = match timeout_s {
-            Some(seconds) => Some(
-                now.plus_seconds(seconds)
-                    .ok_or(ErrorCode::OverflowsTimeout)?,
-            ),
+            Some(seconds) => Some(now.plus_seconds(seconds).ok_or(ErrorCode::OverflowsTimeout)?),
             None => None,
         };
         let pending = timeout_s.is_some();
         let amount = movement.amount.minor();
         let debit_after = debit.balances.debit(amount, pending)?.check(debit.limit)?;
-        let credit_after = credit
-            .balances
-            .credit(amount, pending)?
-            .check(credit.limit)?;
+        let credit_after = credit.balances.credit(amount, pending)?.check(credit.limit)?;
         self.set_balances(movement.debit_account_id, debit_after, changes);
         self.set_balances(movement.credit_account_id, credit_after, changes);
         self.insert_transfer(
@@ -438,9 +396,7 @@ impl Ledger {
         }
         let amount = resolved_amount(
             pending,
-            expected
-                .amount
-                .map(|a| Amount::in_currency(a, pending.currency)),
+            expected.amount.map(|a| Amount::in_currency(a, pending.currency)),
             post,
         )?;
         let posted_minor = if post { amount.minor() } else { 0 };
@@ -458,11 +414,7 @@ impl Ledger {
             credit_account_id: pending.credit_account_id,
             amount,
             currency: pending.currency,
-            code: if request.code == 0 {
-                pending.code
-            } else {
-                request.code
-            },
+            code: if request.code == 0 { pending.code } else { request.code },
             pending_id: Some(pending_id),
             timeout_s: None,
             expires_at: None,
@@ -483,11 +435,7 @@ impl Ledger {
     }
 
     /// Ok when `request` is a replay of `existing`; otherwise the first field that differs.
-    fn compare_transfer(
-        &self,
-        existing: &Transfer,
-        request: &NewTransfer,
-    ) -> Result<(), ErrorCode> {
+    fn compare_transfer(&self, existing: &Transfer, request: &NewTransfer) -> Result<(), ErrorCode> {
         if existing.kind != request.kind() || existing.linked != request.linked {
             return Err(ErrorCode::ExistsWithDifferentFlags);
         }
@@ -507,14 +455,8 @@ impl Ledger {
                 };
                 compare_fields(existing, &fields, Some(Ok(movement.amount)))?;
             }
-            TransferCommand::PostPending {
-                pending_id,
-                expected,
-            }
-            | TransferCommand::VoidPending {
-                pending_id,
-                expected,
-            } => {
+            TransferCommand::PostPending { pending_id, expected }
+            | TransferCommand::VoidPending { pending_id, expected } => {
                 if existing.pending_id != Some(*pending_id) {
                     return Err(ErrorCode::ExistsWithDifferentPendingId);
                 }
@@ -574,10 +516,7 @@ impl Ledger {
             balances.respects(account.limit),
             "balances of {id} would break their limit"
         );
-        changes
-            .balances_before
-            .entry(id)
-            .or_insert(account.balances);
+        changes.balances_before.entry(id).or_insert(account.balances);
         self.undo.push(Undo::Balances(id, account.balances));
         account.balances = balances;
     }
@@ -681,13 +620,9 @@ fn resolved_amount(
 ) -> Result<Amount, ErrorCode> {
     match (requested.transpose()?, post) {
         (None, _) => Ok(pending.amount),
-        (Some(amount), true) if amount > pending.amount => {
-            Err(ErrorCode::ExceedsPendingTransferAmount)
-        }
+        (Some(amount), true) if amount > pending.amount => Err(ErrorCode::ExceedsPendingTransferAmount),
         (Some(amount), true) => Ok(amount),
-        (Some(amount), false) if amount != pending.amount => {
-            Err(ErrorCode::PendingTransferHasDifferentAmount)
-        }
+        (Some(amount), false) if amount != pending.amount => Err(ErrorCode::PendingTransferHasDifferentAmount),
         (Some(amount), false) => Ok(amount),
     }
 }

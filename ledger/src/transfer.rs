@@ -3,10 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{
-    AccountId, Amount, Currency, DecimalAmount, ErrorCode, Metadata, TIMEOUT_S_MAX, Timestamp,
-    TransferId,
-};
+use crate::{AccountId, Amount, Currency, DecimalAmount, ErrorCode, Metadata, TIMEOUT_S_MAX, Timestamp, TransferId};
 
 /// Transfer flags, as a client sends them (TigerBeetle's model). At most one of `pending`,
 /// `post_pending_transfer` and `void_pending_transfer` may be set.
@@ -70,18 +67,9 @@ pub struct Expected {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TransferCommand {
     Single(Movement),
-    Pending {
-        movement: Movement,
-        timeout_s: u32,
-    },
-    PostPending {
-        pending_id: TransferId,
-        expected: Expected,
-    },
-    VoidPending {
-        pending_id: TransferId,
-        expected: Expected,
-    },
+    Pending { movement: Movement, timeout_s: u32 },
+    PostPending { pending_id: TransferId, expected: Expected },
+    VoidPending { pending_id: TransferId, expected: Expected },
 }
 
 /// A validated transfer.
@@ -99,11 +87,7 @@ impl TransferRequest {
     pub fn parse(self) -> Result<NewTransfer, ErrorCode> {
         let id = TransferId::parse(self.id, ErrorCode::IdMustNotBeZero)?;
         let flags = self.flags;
-        let kinds = [
-            flags.pending,
-            flags.post_pending_transfer,
-            flags.void_pending_transfer,
-        ];
+        let kinds = [flags.pending, flags.post_pending_transfer, flags.void_pending_transfer];
         if kinds.iter().filter(|set| **set).count() > 1 {
             return Err(ErrorCode::FlagsAreMutuallyExclusive);
         }
@@ -112,24 +96,15 @@ impl TransferRequest {
         }
         let metadata = Metadata::parse(self.metadata.clone())?;
         let command = if flags.post_pending_transfer || flags.void_pending_transfer {
-            let pending_id = TransferId::parse(
-                self.pending_id.unwrap_or_default(),
-                ErrorCode::PendingIdMustNotBeZero,
-            )?;
+            let pending_id = TransferId::parse(self.pending_id.unwrap_or_default(), ErrorCode::PendingIdMustNotBeZero)?;
             if pending_id == id {
                 return Err(ErrorCode::PendingIdMustBeDifferent);
             }
             let expected = self.expected()?;
             if flags.post_pending_transfer {
-                TransferCommand::PostPending {
-                    pending_id,
-                    expected,
-                }
+                TransferCommand::PostPending { pending_id, expected }
             } else {
-                TransferCommand::VoidPending {
-                    pending_id,
-                    expected,
-                }
+                TransferCommand::VoidPending { pending_id, expected }
             }
         } else {
             if self.pending_id.is_some() {
@@ -145,10 +120,7 @@ impl TransferRequest {
                     Some(t) if t > TIMEOUT_S_MAX => return Err(ErrorCode::OverflowsTimeout),
                     Some(t) => t,
                 };
-                TransferCommand::Pending {
-                    movement,
-                    timeout_s,
-                }
+                TransferCommand::Pending { movement, timeout_s }
             } else {
                 TransferCommand::Single(movement)
             }
@@ -174,15 +146,8 @@ impl TransferRequest {
         if debit_account_id == credit_account_id {
             return Err(ErrorCode::AccountsMustBeDifferent);
         }
-        let currency = Currency::from_code(
-            self.currency
-                .as_deref()
-                .ok_or(ErrorCode::CurrencyRequired)?,
-        )?;
-        let amount = Amount::parse(
-            self.amount.as_deref().ok_or(ErrorCode::AmountRequired)?,
-            currency,
-        )?;
+        let currency = Currency::from_code(self.currency.as_deref().ok_or(ErrorCode::CurrencyRequired)?)?;
+        let amount = Amount::parse(self.amount.as_deref().ok_or(ErrorCode::AmountRequired)?, currency)?;
         Ok(Movement {
             debit_account_id,
             credit_account_id,
@@ -192,30 +157,15 @@ impl TransferRequest {
     }
 
     fn expected(&self) -> Result<Expected, ErrorCode> {
-        let optional_id =
-            |uuid: Option<Uuid>, zero| uuid.map(|u| AccountId::parse(u, zero)).transpose();
-        let currency = self
-            .currency
-            .as_deref()
-            .map(Currency::from_code)
-            .transpose()?;
-        let amount = self
-            .amount
-            .as_deref()
-            .map(DecimalAmount::parse)
-            .transpose()?;
+        let optional_id = |uuid: Option<Uuid>, zero| uuid.map(|u| AccountId::parse(u, zero)).transpose();
+        let currency = self.currency.as_deref().map(Currency::from_code).transpose()?;
+        let amount = self.amount.as_deref().map(DecimalAmount::parse).transpose()?;
         if let (Some(currency), Some(amount)) = (currency, amount) {
             Amount::in_currency(amount, currency)?;
         }
         Ok(Expected {
-            debit_account_id: optional_id(
-                self.debit_account_id,
-                ErrorCode::DebitAccountIdMustNotBeZero,
-            )?,
-            credit_account_id: optional_id(
-                self.credit_account_id,
-                ErrorCode::CreditAccountIdMustNotBeZero,
-            )?,
+            debit_account_id: optional_id(self.debit_account_id, ErrorCode::DebitAccountIdMustNotBeZero)?,
+            credit_account_id: optional_id(self.credit_account_id, ErrorCode::CreditAccountIdMustNotBeZero)?,
             currency,
             code: self.code,
             amount,
@@ -278,17 +228,16 @@ impl NewTransfer {
 
     pub fn pending_id(&self) -> Option<TransferId> {
         match self.command {
-            TransferCommand::PostPending { pending_id, .. }
-            | TransferCommand::VoidPending { pending_id, .. } => Some(pending_id),
+            TransferCommand::PostPending { pending_id, .. } | TransferCommand::VoidPending { pending_id, .. } => {
+                Some(pending_id)
+            }
             TransferCommand::Single(_) | TransferCommand::Pending { .. } => None,
         }
     }
 
     pub fn movement(&self) -> Option<&Movement> {
         match &self.command {
-            TransferCommand::Single(movement) | TransferCommand::Pending { movement, .. } => {
-                Some(movement)
-            }
+            TransferCommand::Single(movement) | TransferCommand::Pending { movement, .. } => Some(movement),
             TransferCommand::PostPending { .. } | TransferCommand::VoidPending { .. } => None,
         }
     }

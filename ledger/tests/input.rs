@@ -4,9 +4,7 @@
 mod common;
 
 use common::*;
-use ledger::{
-    AccountFlags, AccountRequest, ErrorCode, TIMEOUT_S_MAX, TransferFlags, TransferRequest,
-};
+use ledger::{AccountFlags, AccountRequest, ErrorCode, TIMEOUT_S_MAX, TransferFlags, TransferRequest};
 use uuid::Uuid;
 
 fn account_request() -> AccountRequest {
@@ -115,11 +113,7 @@ fn invalid_accounts_get_their_codes() {
         ),
     ];
     for (request, code) in cases {
-        assert_eq!(
-            request.clone().parse().map(|_| ()),
-            Err(code),
-            "{request:?}"
-        );
+        assert_eq!(request.clone().parse().map(|_| ()), Err(code), "{request:?}");
     }
     assert!(account_request().parse().is_ok());
 }
@@ -169,13 +163,7 @@ fn invalid_transfers_get_their_codes() {
             },
             ErrorCode::AccountsMustBeDifferent,
         ),
-        (
-            TransferRequest {
-                amount: None,
-                ..base()
-            },
-            ErrorCode::AmountRequired,
-        ),
+        (TransferRequest { amount: None, ..base() }, ErrorCode::AmountRequired),
         (
             TransferRequest {
                 amount: Some("0".into()),
@@ -225,10 +213,7 @@ fn invalid_transfers_get_their_codes() {
             },
             ErrorCode::InvalidCurrency,
         ),
-        (
-            TransferRequest { code: 0, ..base() },
-            ErrorCode::CodeMustNotBeZero,
-        ),
+        (TransferRequest { code: 0, ..base() }, ErrorCode::CodeMustNotBeZero),
         (
             TransferRequest {
                 flags: flags(true, true, false),
@@ -328,11 +313,7 @@ fn invalid_transfers_get_their_codes() {
         ),
     ];
     for (request, code) in cases {
-        assert_eq!(
-            request.clone().parse().map(|_| ()),
-            Err(code),
-            "{request:?}"
-        );
+        assert_eq!(request.clone().parse().map(|_| ()), Err(code), "{request:?}");
     }
     assert!(base().parse().is_ok());
 }

@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use common::*;
 use ledger::{
-    AccountFlags, AccountRequest, Applied, Command, ErrorCode, Ledger, Timestamp, TransferFlags,
-    TransferRequest,
+    AccountFlags, AccountRequest, Applied, Command, ErrorCode, Ledger, Timestamp, TransferFlags, TransferRequest,
 };
 use proptest::prelude::*;
 
@@ -67,17 +66,15 @@ fn op() -> impl Strategy<Value = Op> {
         prop::option::of(1..40u32),
         prop::bool::weighted(0.3),
     )
-        .prop_map(
-            |(id, debit, credit, cents, euro, pending, linked)| Op::Transfer {
-                id: 1000 + id,
-                debit,
-                credit,
-                cents,
-                euro,
-                pending,
-                linked,
-            },
-        );
+        .prop_map(|(id, debit, credit, cents, euro, pending, linked)| Op::Transfer {
+            id: 1000 + id,
+            debit,
+            credit,
+            cents,
+            euro,
+            pending,
+            linked,
+        });
     let resolve = (
         1..60u128,
         1..60u128,
@@ -177,12 +174,11 @@ fn totals(ledger: &Ledger) -> BTreeMap<&'static str, [u128; 4]> {
     for account in ledger.accounts() {
         let b = account.balances;
         let entry = totals.entry(account.currency.code()).or_default();
-        for (slot, value) in entry.iter_mut().zip([
-            b.debits_posted,
-            b.credits_posted,
-            b.debits_pending,
-            b.credits_pending,
-        ]) {
+        for (slot, value) in
+            entry
+                .iter_mut()
+                .zip([b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending])
+        {
             *slot += u128::from(value);
         }
     }
@@ -210,9 +206,7 @@ fn chains(commands: &[Command]) -> Vec<std::ops::Range<usize>> {
         while end < commands.len() && is_linked(&commands[end]) {
             end += 1;
         }
-        if end < commands.len() && matches!(commands[end], Command::CreateTransfer(_))
-            || end == start
-        {
+        if end < commands.len() && matches!(commands[end], Command::CreateTransfer(_)) || end == start {
             end += 1;
         }
         ranges.push(start..end);

@@ -27,11 +27,7 @@ fn ledger() -> Ledger {
     ledger
 }
 
-fn results(
-    ledger: &mut Ledger,
-    commands: &[Command],
-    now: Timestamp,
-) -> Vec<Result<Applied, ErrorCode>> {
+fn results(ledger: &mut Ledger, commands: &[Command], now: Timestamp) -> Vec<Result<Applied, ErrorCode>> {
     ledger.apply(commands, now).results
 }
 
@@ -40,12 +36,7 @@ fn balances(ledger: &Ledger, n: u128) -> (u64, u64, u64, u64) {
         .account(ledger::AccountId::parse(id(n), ErrorCode::IdMustNotBeZero).unwrap())
         .unwrap();
     let b = account.balances;
-    (
-        b.debits_posted,
-        b.credits_posted,
-        b.debits_pending,
-        b.credits_pending,
-    )
+    (b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending)
 }
 
 fn transfer_id(n: u128) -> TransferId {
@@ -73,10 +64,7 @@ fn the_same_id_with_different_fields_names_the_field() {
     let mut ledger = ledger();
     results(&mut ledger, &[transfer(100, 1, 2, "12.34")], T0);
     let cases = [
-        (
-            transfer(100, 1, 2, "12.35"),
-            ErrorCode::ExistsWithDifferentAmount,
-        ),
+        (transfer(100, 1, 2, "12.35"), ErrorCode::ExistsWithDifferentAmount),
         (
             transfer(100, 4, 2, "12.34"),
             ErrorCode::ExistsWithDifferentDebitAccountId,
@@ -85,14 +73,8 @@ fn the_same_id_with_different_fields_names_the_field() {
             transfer(100, 1, 3, "12.34"),
             ErrorCode::ExistsWithDifferentCreditAccountId,
         ),
-        (
-            pending(100, 1, 2, "12.34", 60),
-            ErrorCode::ExistsWithDifferentFlags,
-        ),
-        (
-            linked(transfer(100, 1, 2, "12.34")),
-            ErrorCode::LinkedEventChainOpen,
-        ),
+        (pending(100, 1, 2, "12.34", 60), ErrorCode::ExistsWithDifferentFlags),
+        (linked(transfer(100, 1, 2, "12.34")), ErrorCode::LinkedEventChainOpen),
     ];
     for (command, code) in cases {
         assert_eq!(results(&mut ledger, &[command], T0), [Err(code)]);
@@ -119,17 +101,11 @@ fn account_state_refusals_have_their_codes() {
     let mut ledger = ledger();
     let cases = [
         (transfer(100, 7, 2, "1.00"), ErrorCode::DebitAccountNotFound),
-        (
-            transfer(101, 1, 7, "1.00"),
-            ErrorCode::CreditAccountNotFound,
-        ),
+        (transfer(101, 1, 7, "1.00"), ErrorCode::CreditAccountNotFound),
         (transfer(102, 1, 9, "1.00"), ErrorCode::CurrencyMismatch),
         (transfer(103, 2, 1, "0.01"), ErrorCode::ExceedsCredits),
         (transfer(104, 1, 3, "0.01"), ErrorCode::ExceedsDebits),
-        (
-            transfer(105, 4, 1, "50.01"),
-            ErrorCode::ExceedsOverdraftLimit,
-        ),
+        (transfer(105, 4, 1, "50.01"), ErrorCode::ExceedsOverdraftLimit),
     ];
     for (command, code) in cases {
         assert_eq!(results(&mut ledger, &[command], T0), [Err(code)]);
@@ -144,8 +120,7 @@ fn account_state_refusals_have_their_codes() {
 #[test]
 fn a_closed_account_refuses_transfers_and_closing_is_idempotent() {
     let mut ledger = ledger();
-    let close =
-        Command::CloseAccount(ledger::AccountId::parse(id(1), ErrorCode::IdMustNotBeZero).unwrap());
+    let close = Command::CloseAccount(ledger::AccountId::parse(id(1), ErrorCode::IdMustNotBeZero).unwrap());
     assert_eq!(
         results(&mut ledger, std::slice::from_ref(&close), T0),
         [Ok(Applied::Created)]
@@ -161,8 +136,7 @@ fn a_closed_account_refuses_transfers_and_closing_is_idempotent() {
 fn an_account_with_pending_amounts_cannot_be_closed() {
     let mut ledger = ledger();
     results(&mut ledger, &[pending(100, 1, 2, "1.00", 60)], T0);
-    let close =
-        Command::CloseAccount(ledger::AccountId::parse(id(1), ErrorCode::IdMustNotBeZero).unwrap());
+    let close = Command::CloseAccount(ledger::AccountId::parse(id(1), ErrorCode::IdMustNotBeZero).unwrap());
     assert_eq!(
         results(&mut ledger, &[close], T0),
         [Err(ErrorCode::AccountHasPendingTransfers)]
@@ -183,11 +157,7 @@ fn two_phase_post_full_partial_and_void() {
             .all(|r| *r == Ok(Applied::Created))
     );
     assert_eq!(balances(&ledger, 1), (0, 0, 3000, 0));
-    let steps = [
-        post(200, 100, None),
-        post(201, 101, Some("4.00")),
-        void(202, 102),
-    ];
+    let steps = [post(200, 100, None), post(201, 101, Some("4.00")), void(202, 102)];
     assert!(
         results(&mut ledger, &steps, at(1))
             .iter()
@@ -235,20 +205,10 @@ fn post_and_void_refusals_have_their_codes() {
     let cases = [
         (post(200, 999, None), ErrorCode::PendingTransferNotFound),
         (post(201, 101, None), ErrorCode::PendingTransferNotPending),
+        (post(202, 100, Some("10.01")), ErrorCode::ExceedsPendingTransferAmount),
+        (post(203, 100, Some("1.001")), ErrorCode::AmountExceedsCurrencyScale),
         (
-            post(202, 100, Some("10.01")),
-            ErrorCode::ExceedsPendingTransferAmount,
-        ),
-        (
-            post(203, 100, Some("1.001")),
-            ErrorCode::AmountExceedsCurrencyScale,
-        ),
-        (
-            Command::CreateTransfer(
-                resolve_request(204, 100, Some("3.00"), false)
-                    .parse()
-                    .unwrap(),
-            ),
+            Command::CreateTransfer(resolve_request(204, 100, Some("3.00"), false).parse().unwrap()),
             ErrorCode::PendingTransferHasDifferentAmount,
         ),
         (
@@ -275,10 +235,7 @@ fn pending_transfers_expire_deterministically_at_their_deadline() {
     let mut ledger = ledger();
     results(
         &mut ledger,
-        &[
-            pending(100, 1, 2, "10.00", 60),
-            pending(101, 1, 2, "5.00", 30),
-        ],
+        &[pending(100, 1, 2, "10.00", 60), pending(101, 1, 2, "5.00", 30)],
         T0,
     );
     let outcome = ledger.apply(&[], at(29));
@@ -317,10 +274,7 @@ fn a_failing_linked_chain_applies_nothing() {
     );
     assert_eq!(balances(&ledger, 1), (0, 0, 0, 0));
     assert!(ledger.transfer(transfer_id(100)).is_none());
-    let chain = [
-        linked(transfer(100, 1, 2, "5.00")),
-        transfer(101, 2, 1, "5.00"),
-    ];
+    let chain = [linked(transfer(100, 1, 2, "5.00")), transfer(101, 2, 1, "5.00")];
     assert_eq!(
         results(&mut ledger, &chain, T0),
         [Ok(Applied::Created), Ok(Applied::Created)]
@@ -354,10 +308,7 @@ fn a_rolled_back_chain_restores_pending_state_and_deadlines() {
     let chain = [linked(post(200, 100, None)), transfer(201, 2, 1, "99.00")];
     assert_eq!(
         results(&mut ledger, &chain, at(1)),
-        [
-            Err(ErrorCode::LinkedEventFailed),
-            Err(ErrorCode::ExceedsCredits)
-        ]
+        [Err(ErrorCode::LinkedEventFailed), Err(ErrorCode::ExceedsCredits)]
     );
     assert_eq!(
         ledger.transfer(transfer_id(100)).unwrap().state,

@@ -61,10 +61,7 @@ pub async fn migrate(connection: &mut PgConnection) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn load_accounts(
-    connection: &mut PgConnection,
-    ids: &[AccountId],
-) -> anyhow::Result<Vec<Account>> {
+pub(crate) async fn load_accounts(connection: &mut PgConnection, ids: &[AccountId]) -> anyhow::Result<Vec<Account>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     let rows = sqlx::query_as!(
         AccountRow,
@@ -77,16 +74,10 @@ pub(crate) async fn load_accounts(
     )
     .fetch_all(&mut *connection)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(Account::try_from)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().map(Account::try_from).collect::<Result<_, _>>()?)
 }
 
-pub(crate) async fn load_transfers(
-    connection: &mut PgConnection,
-    ids: &[TransferId],
-) -> anyhow::Result<Vec<Transfer>> {
+pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[TransferId]) -> anyhow::Result<Vec<Transfer>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     let rows = sqlx::query_as!(
         TransferRow,
@@ -97,18 +88,12 @@ pub(crate) async fn load_transfers(
     )
     .fetch_all(&mut *connection)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(Transfer::try_from)
-        .collect::<Result<_, _>>()?)
+    Ok(rows.into_iter().map(Transfer::try_from).collect::<Result<_, _>>()?)
 }
 
 /// Loads every open pending transfer and its accounts: the part of the working set that must stay
 /// resident so deadlines expire on time.
-pub(crate) async fn load_open_pending(
-    connection: &mut PgConnection,
-    ledger: &mut Ledger,
-) -> anyhow::Result<()> {
+pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mut Ledger) -> anyhow::Result<()> {
     let rows = sqlx::query_as!(
         TransferRow,
         r#"SELECT id, kind, linked, debit_account_id, credit_account_id, amount, currency AS "currency!", code,
@@ -174,14 +159,10 @@ async fn insert_accounts(
         .map(|id| ledger.account(*id).expect("created accounts are resident"))
         .collect();
     let uuids: Vec<Uuid> = accounts.iter().map(|a| a.id.uuid()).collect();
-    let currencies: Vec<String> = accounts
-        .iter()
-        .map(|a| a.currency.code().to_string())
-        .collect();
+    let currencies: Vec<String> = accounts.iter().map(|a| a.currency.code().to_string()).collect();
     let codes: Vec<i32> = accounts.iter().map(|a| i32::from(a.code)).collect();
     let owners: Vec<String> = accounts.iter().map(|a| a.owner.clone()).collect();
-    let limits: Vec<(Option<i64>, Option<i64>)> =
-        accounts.iter().map(|a| limit_columns(a.limit)).collect();
+    let limits: Vec<(Option<i64>, Option<i64>)> = accounts.iter().map(|a| limit_columns(a.limit)).collect();
     let debits_limited: Vec<bool> = limits.iter().map(|(d, _)| d.is_some()).collect();
     let credits_limited: Vec<bool> = limits.iter().map(|(_, c)| c.is_some()).collect();
     let overdrafts: Vec<i64> = limits.iter().map(|(d, c)| d.or(*c).unwrap_or(0)).collect();
@@ -230,9 +211,7 @@ async fn insert_transfers(
     let count = ids.len();
     let mut columns = TransferColumns::with_capacity(count);
     for (offset, id) in ids.iter().enumerate() {
-        let transfer = ledger
-            .transfer(*id)
-            .expect("created transfers are resident");
+        let transfer = ledger.transfer(*id).expect("created transfers are resident");
         columns.push(transfer, transfer_seq + 1 + offset as i64);
     }
     sqlx::query!(
@@ -316,8 +295,7 @@ impl TransferColumns {
         self.amounts.push(transfer.amount.minor() as i64);
         self.currencies.push(transfer.currency.code());
         self.codes.push(i32::from(transfer.code));
-        self.pending_ids
-            .push(transfer.pending_id.map(|id| id.uuid()));
+        self.pending_ids.push(transfer.pending_id.map(|id| id.uuid()));
         self.timeouts.push(transfer.timeout_s.map(|t| t as i32));
         self.expires.push(transfer.expires_at.map(to_datetime));
         self.states.push(transfer.state.map(state_name));
@@ -326,11 +304,7 @@ impl TransferColumns {
     }
 }
 
-async fn update_balances(
-    connection: &mut PgConnection,
-    ledger: &Ledger,
-    changes: &Changes,
-) -> anyhow::Result<()> {
+async fn update_balances(connection: &mut PgConnection, ledger: &Ledger, changes: &Changes) -> anyhow::Result<()> {
     let deltas = changes.balance_deltas(ledger);
     if deltas.is_empty() {
         return Ok(());
@@ -363,10 +337,7 @@ async fn update_balances(
     Ok(())
 }
 
-async fn update_pending_states(
-    connection: &mut PgConnection,
-    changes: &Changes,
-) -> anyhow::Result<()> {
+async fn update_pending_states(connection: &mut PgConnection, changes: &Changes) -> anyhow::Result<()> {
     // A pending transfer created in this batch was inserted with its final state already.
     let created: HashSet<TransferId> = changes.transfers_created.iter().copied().collect();
     let (ids, states): (Vec<Uuid>, Vec<&str>) = changes

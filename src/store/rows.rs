@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use ledger::{
-    Account, AccountId, Amount, BalanceLimit, Balances, Currency, Metadata, PendingState,
-    Timestamp, Transfer, TransferId, TransferKind,
+    Account, AccountId, Amount, BalanceLimit, Balances, Currency, Metadata, PendingState, Timestamp, Transfer,
+    TransferId, TransferKind,
 };
 use uuid::Uuid;
 
@@ -27,8 +27,7 @@ fn corrupt(table: &'static str, id: Uuid, reason: impl ToString) -> CorruptRow {
 }
 
 pub fn to_datetime(timestamp: Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(timestamp.micros())
-        .expect("ledger timestamps come from the clock or the database")
+    DateTime::from_timestamp_micros(timestamp.micros()).expect("ledger timestamps come from the clock or the database")
 }
 
 pub fn to_timestamp(datetime: DateTime<Utc>) -> Timestamp {
@@ -89,10 +88,7 @@ impl TryFrom<AccountRow> for Account {
     fn try_from(row: AccountRow) -> Result<Account, CorruptRow> {
         let bad = |reason: &dyn ToString| corrupt("accounts", row.id, reason.to_string());
         let overdraft_minor = minor("accounts", row.id, row.overdraft_limit)?;
-        let limit = match (
-            row.debits_must_not_exceed_credits,
-            row.credits_must_not_exceed_debits,
-        ) {
+        let limit = match (row.debits_must_not_exceed_credits, row.credits_must_not_exceed_debits) {
             (true, false) => BalanceLimit::Debits { overdraft_minor },
             (false, true) => BalanceLimit::Credits { overdraft_minor },
             (false, false) => BalanceLimit::None,
@@ -161,8 +157,7 @@ impl TryFrom<TransferRow> for Transfer {
             linked: row.linked,
             debit_account_id: AccountId::from_stored(row.debit_account_id),
             credit_account_id: AccountId::from_stored(row.credit_account_id),
-            amount: Amount::from_minor(minor("transfers", row.id, row.amount)?)
-                .map_err(|e| bad(&e))?,
+            amount: Amount::from_minor(minor("transfers", row.id, row.amount)?).map_err(|e| bad(&e))?,
             currency: Currency::from_code(row.currency.trim()).map_err(|e| bad(&e))?,
             code: u16::try_from(row.code).map_err(|e| bad(&e))?,
             pending_id: row.pending_id.map(TransferId::from_stored),

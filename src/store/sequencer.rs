@@ -52,9 +52,7 @@ pub enum SubmitError {
     TooLarge { count: usize, max: usize },
     #[error("the ledger is shutting down")]
     ShuttingDown,
-    #[error(
-        "the batch could not be committed and its outcome is unknown ({reason}); retry with the same ids"
-    )]
+    #[error("the batch could not be committed and its outcome is unknown ({reason}); retry with the same ids")]
     CommitFailed { reason: String },
 }
 
@@ -103,11 +101,7 @@ impl Shutdown {
 }
 
 /// Starts the sequencer task on its own connection to the database.
-pub fn spawn(
-    options: PgConnectOptions,
-    config: SequencerConfig,
-    clock: Clock,
-) -> (LedgerHandle, Shutdown) {
+pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -> (LedgerHandle, Shutdown) {
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
     let handle = LedgerHandle {
@@ -139,11 +133,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(
-        mut self,
-        mut receiver: mpsc::Receiver<Submission>,
-        mut stop: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut receiver: mpsc::Receiver<Submission>, mut stop: watch::Receiver<bool>) {
         let mut carried: Option<Submission> = None;
         loop {
             let first = match carried.take() {
@@ -188,10 +178,7 @@ impl Writer {
     async fn until_next_expiry(&self) {
         match self.ledger.next_expiry() {
             Some(deadline) => {
-                let wait_micros = deadline
-                    .micros()
-                    .saturating_sub((self.clock)().micros())
-                    .max(0);
+                let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
                 tokio::time::sleep(Duration::from_micros(wait_micros as u64 + 1)).await;
             }
             None => std::future::pending().await,
@@ -199,16 +186,12 @@ impl Writer {
     }
 
     async fn commit_and_answer(&mut self, batch: Vec<Submission>) {
-        let commands: Vec<Command> = batch
-            .iter()
-            .flat_map(|s| s.commands.iter().cloned())
-            .collect();
+        let commands: Vec<Command> = batch.iter().flat_map(|s| s.commands.iter().cloned()).collect();
         match self.commit(&commands).await {
             Ok(results) => {
                 let mut results = results.into_iter();
                 for submission in batch {
-                    let own: Vec<CommandResult> =
-                        results.by_ref().take(submission.commands.len()).collect();
+                    let own: Vec<CommandResult> = results.by_ref().take(submission.commands.len()).collect();
                     let _ = submission.reply.send(Ok(own));
                 }
             }
@@ -220,9 +203,9 @@ impl Writer {
                 self.connection = None;
                 let reason = format!("{error:#}");
                 for submission in batch {
-                    let _ = submission.reply.send(Err(SubmitError::CommitFailed {
-                        reason: reason.clone(),
-                    }));
+                    let _ = submission
+                        .reply
+                        .send(Err(SubmitError::CommitFailed { reason: reason.clone() }));
                 }
             }
         }
@@ -236,11 +219,7 @@ impl Writer {
                 let connect = PgConnection::connect_with(&self.options);
                 tokio::time::timeout(CONNECT_TIMEOUT, connect)
                     .await
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"
-                        )
-                    })??
+                    .map_err(|_| anyhow::anyhow!("connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"))??
             }
         };
         let results = self.commit_on(&mut connection, commands).await?;
@@ -257,10 +236,9 @@ impl Writer {
         let mut transaction = connection.begin().await?;
         // Every batch locks the head row first: a second instance on the same database waits here
         // instead of interleaving its batch with ours, and a moved batch_seq tells us it wrote.
-        let head =
-            sqlx::query!("SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *transaction)
-                .await?;
+        let head = sqlx::query!("SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *transaction)
+            .await?;
         if self.batch_seq != Some(head.batch_seq) {
             self.ledger = Ledger::new();
             load_open_pending(&mut transaction, &mut self.ledger).await?;
@@ -281,14 +259,7 @@ impl Writer {
         let outcome = self.ledger.apply(commands, now);
         let mut batch_seq = head.batch_seq;
         if !outcome.changes.is_empty() {
-            write_changes(
-                &mut transaction,
-                &self.ledger,
-                &outcome.changes,
-                head.transfer_seq,
-                now,
-            )
-            .await?;
+            write_changes(&mut transaction, &self.ledger, &outcome.changes, head.transfer_seq, now).await?;
             batch_seq += 1;
             let transfer_seq = head.transfer_seq + outcome.changes.transfers_created.len() as i64;
             sqlx::query!(

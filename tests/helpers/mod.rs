@@ -15,8 +15,8 @@ use finledger::local_postgres::LocalPostgres;
 use finledger::store::sequencer::{self, Shutdown};
 use finledger::store::{LedgerHandle, SequencerConfig, Store};
 use ledger::{
-    AccountFlags, AccountId, AccountRequest, Applied, Command, CommandResult, ErrorCode, Timestamp,
-    TransferFlags, TransferId, TransferRequest,
+    AccountFlags, AccountId, AccountRequest, Applied, Command, CommandResult, ErrorCode, Timestamp, TransferFlags,
+    TransferId, TransferRequest,
 };
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -45,18 +45,13 @@ pub fn cluster_dir(name: &str) -> PathBuf {
 }
 
 pub fn shared_cluster() -> &'static LocalPostgres {
-    SHARED.get_or_init(|| {
-        LocalPostgres::start(&cluster_dir("shared")).expect("starting the test PostgreSQL")
-    })
+    SHARED.get_or_init(|| LocalPostgres::start(&cluster_dir("shared")).expect("starting the test PostgreSQL"))
 }
 
 /// A new, migrated database on `cluster`.
 pub async fn fresh_database(cluster: &LocalPostgres) -> PgConnectOptions {
     let name = format!("test_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
-    cluster
-        .create_database(&name)
-        .await
-        .expect("creating a test database");
+    cluster.create_database(&name).await.expect("creating a test database");
     let options = cluster.connect_options(&name);
     let mut connection = PgConnection::connect_with(&options)
         .await
@@ -99,8 +94,7 @@ impl TestLedger {
         let store = Store::connect(options.clone(), 4)
             .await
             .expect("connecting the read pool");
-        let (handle, shutdown) =
-            sequencer::spawn(options.clone(), SequencerConfig::default(), clock);
+        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), clock);
         TestLedger {
             handle,
             store,
@@ -111,11 +105,7 @@ impl TestLedger {
 
     /// A fresh database on the shared cluster, with the system clock.
     pub async fn fresh() -> TestLedger {
-        TestLedger::start(
-            fresh_database(shared_cluster()).await,
-            finledger::clock::system(),
-        )
-        .await
+        TestLedger::start(fresh_database(shared_cluster()).await, finledger::clock::system()).await
     }
 
     pub async fn stop(mut self) {
@@ -127,10 +117,7 @@ impl TestLedger {
 
     /// Submits commands and expects the batch to commit.
     pub async fn submit(&self, commands: Vec<Command>) -> Vec<CommandResult> {
-        self.handle
-            .submit(commands)
-            .await
-            .expect("the batch commits")
+        self.handle.submit(commands).await.expect("the batch commits")
     }
 
     /// (debits_posted, credits_posted, debits_pending, credits_pending) as stored.
@@ -142,12 +129,7 @@ impl TestLedger {
             .unwrap()
             .expect("the account exists");
         let b = account.balances;
-        (
-            b.debits_posted,
-            b.credits_posted,
-            b.debits_pending,
-            b.credits_pending,
-        )
+        (b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending)
     }
 }
 

@@ -8,12 +8,7 @@ pub fn id(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 
-pub fn account(
-    n: u128,
-    currency: &str,
-    flags: AccountFlags,
-    overdraft_limit: Option<&str>,
-) -> Command {
+pub fn account(n: u128, currency: &str, flags: AccountFlags, overdraft_limit: Option<&str>) -> Command {
     let request = AccountRequest {
         id: id(n),
         currency: currency.to_string(),
@@ -58,12 +53,7 @@ pub fn pending(n: u128, debit: u128, credit: u128, amount: &str, timeout_s: u32)
     Command::CreateTransfer(request.parse().expect("valid pending transfer"))
 }
 
-pub fn resolve_request(
-    n: u128,
-    pending_id: u128,
-    amount: Option<&str>,
-    post: bool,
-) -> TransferRequest {
+pub fn resolve_request(n: u128, pending_id: u128, amount: Option<&str>, post: bool) -> TransferRequest {
     TransferRequest {
         id: id(n),
         pending_id: Some(id(pending_id)),
@@ -86,11 +76,7 @@ pub fn post(n: u128, pending_id: u128, amount: Option<&str>) -> Command {
 }
 
 pub fn void(n: u128, pending_id: u128) -> Command {
-    Command::CreateTransfer(
-        resolve_request(n, pending_id, None, false)
-            .parse()
-            .expect("valid void"),
-    )
+    Command::CreateTransfer(resolve_request(n, pending_id, None, false).parse().expect("valid void"))
 }
 
 pub fn linked(command: Command) -> Command {
