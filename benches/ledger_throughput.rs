@@ -31,6 +31,7 @@ struct Settings {
     transfers: usize,
     naive_transfers: usize,
     repeats: usize,
+    pipeline_depth: usize,
 }
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -43,10 +44,14 @@ fn settings() -> Settings {
     let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Settings {
         clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
-        client_batch: env_or("FINLEDGER_BENCH_CLIENT_BATCH", 128),
+        client_batch: env_or("FINLEDGER_BENCH_CLIENT_BATCH", 256),
         transfers: env_or("FINLEDGER_BENCH_TRANSFERS", scale(500_000, 20_000)),
         naive_transfers: env_or("FINLEDGER_BENCH_NAIVE_TRANSFERS", scale(20_000, 1_000)),
         repeats: env_or("FINLEDGER_BENCH_REPEATS", scale(3, 1)),
+        pipeline_depth: env_or(
+            "FINLEDGER_BENCH_PIPELINE_DEPTH",
+            SequencerConfig::default().commit_pipeline_depth,
+        ),
     }
 }
 
@@ -119,7 +124,11 @@ async fn create_accounts(ledger: &LedgerHandle) {
 /// Transfers/s through the sequencer with `clients` concurrent submitters of `client_batch` each.
 async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings: &Settings, seed: u64) -> f64 {
     let options = fresh_database(cluster, name).await;
-    let (ledger, shutdown) = sequencer::spawn(options, SequencerConfig::default(), finledger::clock::system());
+    let config = SequencerConfig {
+        commit_pipeline_depth: settings.pipeline_depth,
+        ..SequencerConfig::default()
+    };
+    let (ledger, shutdown) = sequencer::spawn(options, config, finledger::clock::system());
     create_accounts(&ledger).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];

@@ -32,6 +32,10 @@ pub struct Settings {
     #[arg(long, env = "FINLEDGER_ACCOUNT_CACHE_MAX", default_value_t = 1_000_000)]
     pub account_cache_max: u32,
 
+    /// Most batches writing or committing at once, each on its own database connection.
+    #[arg(long, env = "FINLEDGER_COMMIT_PIPELINE_DEPTH", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub commit_pipeline_depth: u32,
+
     /// Connections in the read pool (the sequencer has its own).
     #[arg(long, env = "FINLEDGER_DB_CONNECTIONS_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_connections_max: u32,
@@ -47,6 +51,7 @@ impl Settings {
             batch_size_max: self.batch_size_max as usize,
             queue_depth_max: self.queue_depth_max as usize,
             account_cache_max: self.account_cache_max as usize,
+            commit_pipeline_depth: self.commit_pipeline_depth as usize,
         }
     }
 

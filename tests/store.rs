@@ -277,3 +277,65 @@ async fn an_oversized_submission_is_refused_and_changes_nothing() {
     );
     assert!(service.store.account(account_id(1)).await.unwrap().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_commit_in_order_and_keep_every_invariant() {
+    let service = Arc::new(TestLedger::fresh().await);
+    let mut setup = vec![account(1, UNLIMITED)];
+    setup.extend((0..100).map(|n| account(10 + n, UNLIMITED)));
+    assert!(all_created(&service.submit(setup).await));
+    let mut tasks = Vec::new();
+    for task in 0..6u128 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let base = 1_000_000 * (task + 1);
+            for round in 0..5u128 {
+                let ids = base + round * 10_000;
+                // Each round creates an account, moves money through it, holds some, and posts the
+                // holds of the previous round: every kind of dependency on a batch still in flight.
+                let new_account = 100_000 + task * 10 + round;
+                let mut commands = vec![account(new_account, UNLIMITED), transfer(ids, 1, new_account, 500)];
+                commands.extend((1..2_000u128).map(|i| {
+                    let debit = (i + task) % 100;
+                    let credit = (debit + 1 + (i * 7 + round) % 99) % 100;
+                    transfer(ids + i, 10 + debit, 10 + credit, 1 + i as u64 % 9)
+                }));
+                commands.push(transfer(ids + 2_000, new_account, 10 + task, 500));
+                commands.extend((0..50u128).map(|i| pending(ids + 3_000 + i, 1, 10 + i, 100, 3600)));
+                if round > 0 {
+                    let previous = base + (round - 1) * 10_000;
+                    commands.extend((0..50u128).map(|i| post(ids + 4_000 + i, previous + 3_000 + i)));
+                }
+                let results = service.submit(commands).await;
+                assert!(
+                    all_created(&results),
+                    "task {task} round {round}: {:?}",
+                    results.iter().find(|r| r.is_err())
+                );
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let total = assert_ledger_consistent(&service.options).await;
+    assert_eq!(total, 6 * 5 * (2_001 + 50) + 6 * 4 * 50);
+    let mut connection = sqlx::PgConnection::connect_with(&service.options).await.unwrap();
+    let (seq_min, seq_max, head): (i64, i64, i64) =
+        sqlx::query_as("SELECT min(seq), max(seq), (SELECT transfer_seq FROM ledger_head) FROM transfers")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!((seq_min, seq_max, head), (1, total, total), "commit order has no gaps");
+    let out_of_order: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT created_at < lag(created_at) OVER (ORDER BY seq) AS back FROM transfers) x WHERE back",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(out_of_order, 0, "later batches never carry earlier times");
+    assert_eq!(
+        service.balances(1).await,
+        (6 * 5 * 500 + 6 * 4 * 50 * 100, 0, 6 * 50 * 100, 0)
+    );
+}

@@ -172,15 +172,22 @@ impl Ledger {
             .take(EXPIRIES_PER_BATCH_MAX)
     }
 
-    /// Drops settled transfers and, above `accounts_max` resident accounts, accounts without pending
-    /// amounts, so the working set stays bounded. Open pending transfers and their accounts stay: the
-    /// expiry of a deadline must not depend on a reload.
-    pub fn shrink(&mut self, accounts_max: usize) {
-        self.transfers.retain(|_, t| t.state == Some(PendingState::Pending));
-        if self.accounts.len() > accounts_max {
+    /// Keeps the working set bounded: drops settled transfers unless `keep` says otherwise and, with
+    /// `evict_accounts` and above `accounts_max` resident accounts, accounts without pending amounts.
+    /// Open pending transfers and their accounts always stay: the expiry of a deadline must not depend
+    /// on a reload.
+    pub fn shrink(&mut self, accounts_max: usize, evict_accounts: bool, keep: impl Fn(&Transfer) -> bool) {
+        self.transfers
+            .retain(|_, t| t.state == Some(PendingState::Pending) || keep(t));
+        if evict_accounts && self.accounts.len() > accounts_max {
             self.accounts
                 .retain(|_, a| a.balances.debits_pending != 0 || a.balances.credits_pending != 0);
         }
+    }
+
+    /// Whether any due expiry (at `now`) would release one of `pending_ids`.
+    pub fn expires_any(&self, now: Timestamp, pending_ids: &std::collections::HashSet<TransferId>) -> bool {
+        !pending_ids.is_empty() && self.due(now).any(|(_, id)| pending_ids.contains(id))
     }
 
     /// Applies a batch at time `now`: first expirations, then each command or linked chain in order.

@@ -9,7 +9,7 @@ pub mod sequencer;
 
 use std::collections::HashSet;
 
-use ledger::{Account, AccountId, Changes, Ledger, Timestamp, Transfer, TransferId};
+use ledger::{Account, AccountId, Changes, Ledger, Transfer, TransferId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -115,137 +115,152 @@ pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mu
     Ok(())
 }
 
-/// Writes what a batch changed. `transfer_seq` is the last sequence number already used.
+/// Everything one batch writes, as owned columns: built from the ledger's cache by the sequencer,
+/// then written by a task of its own while the sequencer goes on with the next batch.
 ///
-/// The seam for the audit log and the outbox: their rows join this same transaction, after these.
-pub(crate) async fn write_changes(
-    connection: &mut PgConnection,
-    ledger: &Ledger,
-    changes: &Changes,
-    transfer_seq: i64,
-    now: Timestamp,
-) -> anyhow::Result<()> {
-    let now = to_datetime(now);
-    insert_accounts(connection, ledger, &changes.accounts_created, now).await?;
-    if !changes.accounts_closed.is_empty() {
-        let ids: Vec<Uuid> = changes.accounts_closed.iter().map(|id| id.uuid()).collect();
-        let closed = sqlx::query!(
-            "UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[]) AND NOT closed",
-            &ids
+/// The seam for the audit log and the outbox: their rows join this same batch and transaction.
+pub struct BatchRows {
+    accounts: AccountColumns,
+    accounts_closed: Vec<Uuid>,
+    transfers: TransferColumns,
+    balances: BalanceColumns,
+    pending_states: (Vec<Uuid>, Vec<&'static str>),
+}
+
+impl BatchRows {
+    /// The rows of `changes`; `transfer_seq` is the last transfer sequence number already used.
+    pub fn build(ledger: &Ledger, changes: &Changes, transfer_seq: i64) -> BatchRows {
+        let mut transfers = TransferColumns::with_capacity(changes.transfers_created.len());
+        for (offset, id) in changes.transfers_created.iter().enumerate() {
+            let transfer = ledger.transfer(*id).expect("created transfers are resident");
+            transfers.push(transfer, transfer_seq + 1 + offset as i64);
+        }
+        // A pending transfer created in this batch is inserted with its final state already.
+        let created: HashSet<TransferId> = changes.transfers_created.iter().copied().collect();
+        let pending_states = changes
+            .pending_resolved
+            .iter()
+            .filter(|(id, _)| !created.contains(id))
+            .map(|(id, state)| (id.uuid(), state_name(*state)))
+            .unzip();
+        BatchRows {
+            accounts: AccountColumns::build(ledger, &changes.accounts_created),
+            accounts_closed: changes.accounts_closed.iter().map(|id| id.uuid()).collect(),
+            transfers,
+            balances: BalanceColumns::build(ledger, changes),
+            pending_states,
+        }
+    }
+
+    /// Inserts the batch's new rows (accounts and transfers). No other batch writes these rows, so
+    /// this part can run while an earlier batch is still committing.
+    pub async fn insert_new(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        self.accounts.insert(connection).await?;
+        self.transfers.insert(connection).await
+    }
+
+    /// Updates existing rows (balances, closed accounts, pending states), locking them. Run only
+    /// after every earlier batch has committed, so this batch never holds a row an earlier one needs.
+    pub async fn update_existing(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if !self.accounts_closed.is_empty() {
+            let closed = sqlx::query!(
+                "UPDATE accounts SET closed = true WHERE id = ANY($1::uuid[]) AND NOT closed",
+                &self.accounts_closed
+            )
+            .execute(&mut *connection)
+            .await?;
+            expect_rows(closed.rows_affected(), self.accounts_closed.len(), "closing accounts")?;
+        }
+        self.balances.update(connection).await?;
+        update_pending_states(connection, &self.pending_states.0, &self.pending_states.1).await
+    }
+}
+
+/// A write that found the database other than the cache expected: another writer got there first.
+#[derive(Debug, thiserror::Error)]
+#[error("the database is not what the cache expected: {0}")]
+pub struct StaleCache(pub(crate) String);
+
+fn expect_rows(touched: u64, expected: usize, what: &str) -> Result<(), StaleCache> {
+    if touched == expected as u64 {
+        Ok(())
+    } else {
+        Err(StaleCache(format!("{what} touched {touched} rows, not {expected}")))
+    }
+}
+
+/// The accounts a batch creates, column by column.
+#[derive(Default)]
+struct AccountColumns {
+    ids: Vec<Uuid>,
+    currencies: Vec<&'static str>,
+    codes: Vec<i32>,
+    owners: Vec<String>,
+    debits_limited: Vec<bool>,
+    credits_limited: Vec<bool>,
+    overdrafts: Vec<i64>,
+    metadata: Vec<String>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl AccountColumns {
+    fn build(ledger: &Ledger, ids: &[AccountId]) -> AccountColumns {
+        let mut columns = AccountColumns::default();
+        for id in ids {
+            let account = ledger.account(*id).expect("created accounts are resident");
+            let (debits_limit, credits_limit) = limit_columns(account.limit);
+            columns.ids.push(account.id.uuid());
+            columns.currencies.push(account.currency.code());
+            columns.codes.push(i32::from(account.code));
+            columns.owners.push(account.owner.clone());
+            columns.debits_limited.push(debits_limit.is_some());
+            columns.credits_limited.push(credits_limit.is_some());
+            columns.overdrafts.push(debits_limit.or(credits_limit).unwrap_or(0));
+            columns.metadata.push(account.metadata.to_json());
+            columns.created.push(to_datetime(account.created_at));
+        }
+        columns
+    }
+
+    async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO accounts (id, currency, code, owner, debits_must_not_exceed_credits,
+                                   credits_must_not_exceed_debits, overdraft_limit, metadata, created_at)
+             SELECT id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata::jsonb, created
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::bool[], $6::bool[], $7::int8[],
+                         $8::text[], $9::timestamptz[])
+               AS a(id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata, created)",
+            &self.ids,
+            &self.currencies as &[&str],
+            &self.codes,
+            &self.owners,
+            &self.debits_limited,
+            &self.credits_limited,
+            &self.overdrafts,
+            &self.metadata,
+            &self.created,
         )
         .execute(&mut *connection)
         .await?;
-        anyhow::ensure!(
-            closed.rows_affected() == ids.len() as u64,
-            "closing accounts found a stale cache"
-        );
+        sqlx::query!(
+            "INSERT INTO balances (account_id, debits_limit, credits_limit)
+             SELECT id, CASE WHEN d THEN o END, CASE WHEN c THEN o END
+             FROM UNNEST($1::uuid[], $2::bool[], $3::bool[], $4::int8[]) AS b(id, d, c, o)",
+            &self.ids,
+            &self.debits_limited,
+            &self.credits_limited,
+            &self.overdrafts,
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
     }
-    insert_transfers(connection, ledger, &changes.transfers_created, transfer_seq).await?;
-    update_balances(connection, ledger, changes).await?;
-    update_pending_states(connection, changes).await
 }
 
-async fn insert_accounts(
-    connection: &mut PgConnection,
-    ledger: &Ledger,
-    ids: &[AccountId],
-    now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let accounts: Vec<&Account> = ids
-        .iter()
-        .map(|id| ledger.account(*id).expect("created accounts are resident"))
-        .collect();
-    let uuids: Vec<Uuid> = accounts.iter().map(|a| a.id.uuid()).collect();
-    let currencies: Vec<String> = accounts.iter().map(|a| a.currency.code().to_string()).collect();
-    let codes: Vec<i32> = accounts.iter().map(|a| i32::from(a.code)).collect();
-    let owners: Vec<String> = accounts.iter().map(|a| a.owner.clone()).collect();
-    let limits: Vec<(Option<i64>, Option<i64>)> = accounts.iter().map(|a| limit_columns(a.limit)).collect();
-    let debits_limited: Vec<bool> = limits.iter().map(|(d, _)| d.is_some()).collect();
-    let credits_limited: Vec<bool> = limits.iter().map(|(_, c)| c.is_some()).collect();
-    let overdrafts: Vec<i64> = limits.iter().map(|(d, c)| d.or(*c).unwrap_or(0)).collect();
-    let metadata: Vec<String> = accounts.iter().map(|a| a.metadata.to_json()).collect();
-    sqlx::query!(
-        "INSERT INTO accounts (id, currency, code, owner, debits_must_not_exceed_credits,
-                               credits_must_not_exceed_debits, overdraft_limit, metadata, created_at)
-         SELECT id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata::jsonb, $9
-         FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::bool[], $6::bool[], $7::int8[], $8::text[])
-           AS a(id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata)",
-        &uuids,
-        &currencies,
-        &codes,
-        &owners,
-        &debits_limited,
-        &credits_limited,
-        &overdrafts,
-        &metadata,
-        now,
-    )
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query!(
-        "INSERT INTO balances (account_id, debits_limit, credits_limit)
-         SELECT id, CASE WHEN d THEN o END, CASE WHEN c THEN o END
-         FROM UNNEST($1::uuid[], $2::bool[], $3::bool[], $4::int8[]) AS b(id, d, c, o)",
-        &uuids,
-        &debits_limited,
-        &credits_limited,
-        &overdrafts,
-    )
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
-}
-
-async fn insert_transfers(
-    connection: &mut PgConnection,
-    ledger: &Ledger,
-    ids: &[TransferId],
-    transfer_seq: i64,
-) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let count = ids.len();
-    let mut columns = TransferColumns::with_capacity(count);
-    for (offset, id) in ids.iter().enumerate() {
-        let transfer = ledger.transfer(*id).expect("created transfers are resident");
-        columns.push(transfer, transfer_seq + 1 + offset as i64);
-    }
-    sqlx::query!(
-        "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
-                                pending_id, timeout_s, expires_at, state, metadata, created_at)
-         SELECT id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
-                state, metadata::jsonb, created
-         FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::uuid[], $6::uuid[], $7::int8[], $8::text[],
-                     $9::int4[], $10::uuid[], $11::int4[], $12::timestamptz[], $13::text[], $14::text[],
-                     $15::timestamptz[])
-           AS t(id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
-                state, metadata, created)",
-        &columns.ids,
-        &columns.seqs,
-        &columns.kinds as &[&str],
-        &columns.linked,
-        &columns.debits,
-        &columns.credits,
-        &columns.amounts,
-        &columns.currencies as &[&str],
-        &columns.codes,
-        &columns.pending_ids as &[Option<Uuid>],
-        &columns.timeouts as &[Option<i32>],
-        &columns.expires as &[Option<chrono::DateTime<chrono::Utc>>],
-        &columns.states as &[Option<&str>],
-        &columns.metadata,
-        &columns.created,
-    )
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
-}
-
-/// The transfers of a batch, column by column, for one UNNEST insert.
+/// The transfers a batch creates, column by column.
 struct TransferColumns {
     ids: Vec<Uuid>,
     seqs: Vec<i64>,
@@ -302,50 +317,93 @@ impl TransferColumns {
         self.metadata.push(transfer.metadata.to_json());
         self.created.push(to_datetime(transfer.created_at));
     }
-}
 
-async fn update_balances(connection: &mut PgConnection, ledger: &Ledger, changes: &Changes) -> anyhow::Result<()> {
-    let deltas = changes.balance_deltas(ledger);
-    if deltas.is_empty() {
-        return Ok(());
+    async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
+                                    pending_id, timeout_s, expires_at, state, metadata, created_at)
+             SELECT id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
+                    state, metadata::jsonb, created
+             FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::uuid[], $6::uuid[], $7::int8[],
+                         $8::text[], $9::int4[], $10::uuid[], $11::int4[], $12::timestamptz[], $13::text[],
+                         $14::text[], $15::timestamptz[])
+               AS t(id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
+                    state, metadata, created)",
+            &self.ids,
+            &self.seqs,
+            &self.kinds as &[&str],
+            &self.linked,
+            &self.debits,
+            &self.credits,
+            &self.amounts,
+            &self.currencies as &[&str],
+            &self.codes,
+            &self.pending_ids as &[Option<Uuid>],
+            &self.timeouts as &[Option<i32>],
+            &self.expires as &[Option<chrono::DateTime<chrono::Utc>>],
+            &self.states as &[Option<&str>],
+            &self.metadata,
+            &self.created,
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
     }
-    let ids: Vec<Uuid> = deltas.iter().map(|(id, _)| id.uuid()).collect();
-    let debits_posted: Vec<i64> = deltas.iter().map(|(_, d)| d.debits_posted).collect();
-    let credits_posted: Vec<i64> = deltas.iter().map(|(_, d)| d.credits_posted).collect();
-    let debits_pending: Vec<i64> = deltas.iter().map(|(_, d)| d.debits_pending).collect();
-    let credits_pending: Vec<i64> = deltas.iter().map(|(_, d)| d.credits_pending).collect();
-    // Increments, not absolute values: even a stale cache could not make debits and credits disagree,
-    // and the table's CHECKs refuse any result that breaks a limit.
-    let updated = sqlx::query!(
-        "UPDATE balances b
-         SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
-             debits_pending = b.debits_pending + d.dpn, credits_pending = b.credits_pending + d.cpn
-         FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS d(id, dp, cp, dpn, cpn)
-         WHERE b.account_id = d.id",
-        &ids,
-        &debits_posted,
-        &credits_posted,
-        &debits_pending,
-        &credits_pending,
-    )
-    .execute(&mut *connection)
-    .await?;
-    anyhow::ensure!(
-        updated.rows_affected() == ids.len() as u64,
-        "balance update found a stale cache"
-    );
-    Ok(())
 }
 
-async fn update_pending_states(connection: &mut PgConnection, changes: &Changes) -> anyhow::Result<()> {
-    // A pending transfer created in this batch was inserted with its final state already.
-    let created: HashSet<TransferId> = changes.transfers_created.iter().copied().collect();
-    let (ids, states): (Vec<Uuid>, Vec<&str>) = changes
-        .pending_resolved
-        .iter()
-        .filter(|(id, _)| !created.contains(id))
-        .map(|(id, state)| (id.uuid(), state_name(*state)))
-        .unzip();
+/// Net balance changes of a batch, one row per touched account, in account id order (so concurrent
+/// writers lock balance rows in one order and cannot deadlock).
+#[derive(Default)]
+struct BalanceColumns {
+    ids: Vec<Uuid>,
+    debits_posted: Vec<i64>,
+    credits_posted: Vec<i64>,
+    debits_pending: Vec<i64>,
+    credits_pending: Vec<i64>,
+}
+
+impl BalanceColumns {
+    fn build(ledger: &Ledger, changes: &Changes) -> BalanceColumns {
+        let mut columns = BalanceColumns::default();
+        for (id, delta) in changes.balance_deltas(ledger) {
+            columns.ids.push(id.uuid());
+            columns.debits_posted.push(delta.debits_posted);
+            columns.credits_posted.push(delta.credits_posted);
+            columns.debits_pending.push(delta.debits_pending);
+            columns.credits_pending.push(delta.credits_pending);
+        }
+        columns
+    }
+
+    async fn update(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        // Increments, not absolute values: even a stale cache could not make debits and credits
+        // disagree, and the table's CHECKs refuse any result that breaks a limit.
+        let updated = sqlx::query!(
+            "UPDATE balances b
+             SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
+                 debits_pending = b.debits_pending + d.dpn, credits_pending = b.credits_pending + d.cpn
+             FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS d(id, dp, cp, dpn, cpn)
+             WHERE b.account_id = d.id",
+            &self.ids,
+            &self.debits_posted,
+            &self.credits_posted,
+            &self.debits_pending,
+            &self.credits_pending,
+        )
+        .execute(&mut *connection)
+        .await?;
+        expect_rows(updated.rows_affected(), self.ids.len(), "the balance update")?;
+        Ok(())
+    }
+}
+
+async fn update_pending_states(connection: &mut PgConnection, ids: &[Uuid], states: &[&str]) -> anyhow::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -353,14 +411,11 @@ async fn update_pending_states(connection: &mut PgConnection, changes: &Changes)
         "UPDATE transfers t SET state = s.state
          FROM UNNEST($1::uuid[], $2::text[]) AS s(id, state)
          WHERE t.id = s.id AND t.state = 'pending'",
-        &ids,
-        &states as &[&str],
+        ids,
+        states as &[&str],
     )
     .execute(&mut *connection)
     .await?;
-    anyhow::ensure!(
-        updated.rows_affected() == ids.len() as u64,
-        "pending state update found a stale cache"
-    );
+    expect_rows(updated.rows_affected(), ids.len(), "the pending state update")?;
     Ok(())
 }

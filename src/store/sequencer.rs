@@ -1,30 +1,49 @@
-//! The single writer: group commit of ledger batches into PostgreSQL.
+//! The single writer: group commit of ledger batches into PostgreSQL, pipelined.
 //!
 //! Callers hand submissions (one or more commands that must stay together, such as a linked chain)
 //! to a bounded channel and wait. The sequencer task takes the first waiting submission, drains more
-//! without waiting until `batch_size_max` commands, applies them with the ledger state machine
-//! against its cached working set, writes every resulting row in ONE transaction, commits, and only
-//! then answers each caller with its own results. While one batch commits, the next one gathers in
-//! the channel, so batches grow with load: that is the group commit.
+//! without waiting until `batch_size_max` commands, loads what the batch refers to, applies it with
+//! the ledger state machine against its cached working set, and hands the resulting rows to a writer
+//! task that writes them in ONE transaction on a connection of its own. Only after that transaction
+//! commits are the batch's callers answered, each with its own results.
 //!
-//! If anything in a batch fails, every caller of that batch gets [`SubmitError::CommitFailed`] and
-//! the cache is dropped, to be rebuilt from the database by the next batch. Because a lost commit
-//! acknowledgement cannot tell "committed" from "not committed", that error says "outcome unknown":
-//! retrying with the same ids is safe, since a replay of a committed command returns `exists`.
+//! Up to `commit_pipeline_depth` batches are in flight at once: while batch N writes and commits, batch
+//! N+1 is already applied in memory and writing its rows on another connection, so PostgreSQL works on
+//! two batches at a time. Order is kept at the end of each transaction: it locks the `ledger_head` row
+//! and checks that the head is what the sequencer expects after the batches before it. N+1 therefore
+//! waits for N there, aborts if N did not commit, and aborts if another service instance wrote in
+//! between (two instances on one database never interleave or corrupt balances; the one that finds
+//! the head moved rebuilds its cache and runs its batch again). A batch that needs rows an uncommitted
+//! batch creates (a new account, a new pending transfer) waits for that batch first.
+//!
+//! If a batch fails for any other reason, its callers get [`SubmitError::CommitFailed`] and the cache
+//! is rebuilt. A lost commit acknowledgement cannot tell "committed" from "not committed", so that
+//! error means "outcome unknown": retrying with the same ids is safe, since a replay of a committed
+//! command returns `exists`.
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use ledger::{Command, CommandResult, Ledger, Timestamp};
+use ledger::{AccountId, BatchOutcome, Command, CommandResult, Ledger, Timestamp, TransferId};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::clock::Clock;
-use crate::store::{load_accounts, load_open_pending, load_transfers, write_changes};
+use crate::store::{BatchRows, StaleCache, load_accounts, load_open_pending, load_transfers};
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The advisory lock every batch transaction takes first (see `Sequencer::prepare`).
+const WRITE_LOCK_KEY: i64 = 0x6669_6e6c_6564_6772; // "finledgr"
+
+/// Longest wait for a row or advisory lock in a batch transaction.
+const LOCK_TIMEOUT: &str = "10s";
+
+/// Runs of one submission when its batch loses a race with another writer, before giving up.
+const ATTEMPTS_MAX: u32 = 3;
 
 #[derive(Clone, Debug)]
 pub struct SequencerConfig {
@@ -34,6 +53,8 @@ pub struct SequencerConfig {
     pub queue_depth_max: usize,
     /// Accounts kept in memory between batches (those with pending amounts always stay).
     pub account_cache_max: usize,
+    /// Most batches writing or committing at once, each on its own connection.
+    pub commit_pipeline_depth: usize,
 }
 
 impl Default for SequencerConfig {
@@ -42,6 +63,7 @@ impl Default for SequencerConfig {
             batch_size_max: 8190,
             queue_depth_max: 4096,
             account_cache_max: 1_000_000,
+            commit_pipeline_depth: 3,
         }
     }
 }
@@ -58,7 +80,32 @@ pub enum SubmitError {
 
 struct Submission {
     commands: Vec<Command>,
+    caller: Caller,
+}
+
+/// Who waits for a submission's results, and how many commands are theirs.
+struct Caller {
     reply: oneshot::Sender<Result<Vec<CommandResult>, SubmitError>>,
+    count: usize,
+    attempts: u32,
+}
+
+/// The commands of several submissions, concatenated (moved, never copied), and their callers.
+#[derive(Default)]
+struct Batch {
+    commands: Vec<Command>,
+    callers: Vec<Caller>,
+}
+
+impl Batch {
+    /// Hands the commands back to their callers as submissions, to be run again.
+    fn into_submissions(self) -> impl Iterator<Item = Submission> {
+        let mut commands = self.commands.into_iter();
+        self.callers.into_iter().map(move |caller| Submission {
+            commands: commands.by_ref().take(caller.count).collect(),
+            caller,
+        })
+    }
 }
 
 /// The way into the ledger: cheap to clone, one per caller.
@@ -79,8 +126,14 @@ impl LedgerHandle {
             });
         }
         let (reply, answer) = oneshot::channel();
+        let caller = Caller {
+            reply,
+            count: commands.len(),
+            attempts: 0,
+        };
+        let submission = Submission { commands, caller };
         self.sender
-            .send(Submission { commands, reply })
+            .send(submission)
             .await
             .map_err(|_| SubmitError::ShuttingDown)?;
         answer.await.map_err(|_| SubmitError::ShuttingDown)?
@@ -100,180 +153,440 @@ impl Shutdown {
     }
 }
 
-/// Starts the sequencer task on its own connection to the database.
+/// Starts the sequencer task.
 pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -> (LedgerHandle, Shutdown) {
+    assert!(config.batch_size_max > 0 && config.commit_pipeline_depth > 0);
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
     let handle = LedgerHandle {
         sender,
         batch_size_max: config.batch_size_max,
     };
-    let writer = Writer {
+    let sequencer = Sequencer {
         options,
-        connection: None,
+        idle: Vec::new(),
         ledger: Ledger::new(),
-        batch_seq: None,
+        head: None,
+        in_flight: VecDeque::new(),
+        last_committed: None,
+        queued: VecDeque::new(),
         last_now: None,
         clock,
         config,
     };
-    let task = tokio::spawn(writer.run(receiver, stop));
+    let task = tokio::spawn(sequencer.run(receiver, stop));
     (handle, Shutdown { signal, task })
 }
 
-struct Writer {
+/// The `ledger_head` row: batches and transfers committed so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Head {
+    batch_seq: i64,
+    transfer_seq: i64,
+}
+
+/// A batch applied in memory, ready for its writer: results, rows, and the head before and after.
+struct Prepared {
+    outcome: BatchOutcome,
+    rows: BatchRows,
+    expected: Head,
+    next: Head,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug)]
+enum BatchError {
+    /// Another writer changed what the batch was computed on; run it again on fresh state.
+    Conflict(String),
+    /// Anything else; the outcome may be unknown.
+    Failed(String),
+}
+
+impl BatchError {
+    fn classify(error: anyhow::Error) -> BatchError {
+        let conflict = error.downcast_ref::<StaleCache>().is_some()
+            || error
+                .downcast_ref::<sqlx::Error>()
+                .and_then(|e| e.as_database_error())
+                .and_then(|e| e.code())
+                .is_some_and(
+                    // Unique, foreign key and check violations, serialization failure, deadlock, lock
+                    // timeout: a race with another writer.
+                    |code| matches!(&*code, "23505" | "23503" | "23514" | "40001" | "40P01" | "55P03"),
+                );
+        let text = format!("{error:#}");
+        if conflict {
+            BatchError::Conflict(text)
+        } else {
+            BatchError::Failed(text)
+        }
+    }
+}
+
+/// A batch whose transaction is writing or committing.
+struct InFlight {
+    batch: Batch,
+    results: Vec<CommandResult>,
+    now: Timestamp,
+    created_accounts: HashSet<AccountId>,
+    created_pending: HashSet<TransferId>,
+    resolved_pending: HashSet<TransferId>,
+    task: JoinHandle<Result<PgConnection, BatchError>>,
+}
+
+enum Event {
+    Completed(Result<Result<PgConnection, BatchError>, JoinError>),
+    Submission(Submission),
+    Stop,
+    Closed,
+    Expiry,
+}
+
+struct Sequencer {
     options: PgConnectOptions,
-    connection: Option<PgConnection>,
+    idle: Vec<PgConnection>,
     ledger: Ledger,
-    /// The head's batch_seq after this writer's last commit; `None` when the cache must be rebuilt.
-    batch_seq: Option<i64>,
+    /// The head once every in-flight batch commits; `None` when the cache must be rebuilt.
+    head: Option<Head>,
+    in_flight: VecDeque<InFlight>,
+    /// Says whether the most recently dispatched batch committed; the next batch waits for it.
+    last_committed: Option<oneshot::Receiver<bool>>,
+    /// Submissions taken from the channel (or to be run again) ahead of the channel.
+    queued: VecDeque<Submission>,
     last_now: Option<Timestamp>,
     clock: Clock,
     config: SequencerConfig,
 }
 
-impl Writer {
+impl Sequencer {
     async fn run(mut self, mut receiver: mpsc::Receiver<Submission>, mut stop: watch::Receiver<bool>) {
-        let mut carried: Option<Submission> = None;
+        let (mut stopping, mut closed) = (false, false);
         loop {
-            let first = match carried.take() {
-                Some(submission) => submission,
-                None => tokio::select! {
-                    received = receiver.recv() => match received {
-                        Some(submission) => submission,
-                        None => break,
+            let queued_commands: usize = self.queued.iter().map(|s| s.commands.len()).sum();
+            let can_start = self.in_flight.len() < self.config.commit_pipeline_depth;
+            // A second batch joins the pipeline only when it is worth a transaction of its own;
+            // otherwise submissions keep gathering for the next full batch.
+            let worth_starting = self.in_flight.is_empty() || queued_commands >= self.config.batch_size_max / 2;
+            if can_start && worth_starting && !self.queued.is_empty() {
+                let batch = self.gather(&mut receiver);
+                self.start(batch).await;
+                continue;
+            }
+            if closed && self.queued.is_empty() && self.in_flight.is_empty() {
+                break;
+            }
+            let expiry = self.until_next_expiry();
+            let event = {
+                let oldest = self.in_flight.front_mut().map(|batch| &mut batch.task);
+                let completion = async move {
+                    match oldest {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    joined = completion => Event::Completed(joined),
+                    received = receiver.recv(), if queued_commands < self.config.batch_size_max && !closed => match received {
+                        Some(submission) => Event::Submission(submission),
+                        None => Event::Closed,
                     },
-                    _ = stop.changed() => {
-                        // Refuse new submissions but commit those already queued.
-                        receiver.close();
-                        continue;
-                    }
-                    () = self.until_next_expiry() => {
-                        let (reply, _) = oneshot::channel();
-                        Submission { commands: Vec::new(), reply }
-                    }
-                },
+                    _ = stop.changed(), if !stopping => Event::Stop,
+                    () = sleep_or_never(expiry), if can_start => Event::Expiry,
+                }
             };
-            let mut batch = vec![first];
-            let mut size = batch[0].commands.len();
-            while size < self.config.batch_size_max {
-                match receiver.try_recv() {
-                    Ok(next) if size + next.commands.len() <= self.config.batch_size_max => {
-                        size += next.commands.len();
-                        batch.push(next);
-                    }
-                    Ok(next) => {
-                        carried = Some(next);
-                        break;
-                    }
-                    Err(_) => break,
+            match event {
+                Event::Completed(joined) => self.complete_oldest(joined),
+                Event::Submission(submission) => self.queued.push_back(submission),
+                Event::Stop => {
+                    // Refuse new submissions; those already in the channel are still received.
+                    stopping = true;
+                    receiver.close();
+                }
+                Event::Closed => closed = true,
+                Event::Expiry => {
+                    let (reply, _) = oneshot::channel();
+                    let caller = Caller {
+                        reply,
+                        count: 0,
+                        attempts: 0,
+                    };
+                    self.queued.push_back(Submission {
+                        commands: Vec::new(),
+                        caller,
+                    });
                 }
             }
-            self.commit_and_answer(batch).await;
         }
         tracing::info!("sequencer drained and stopped");
     }
 
-    /// Resolves when the earliest pending deadline passes; never while nothing is pending.
-    async fn until_next_expiry(&self) {
-        match self.ledger.next_expiry() {
-            Some(deadline) => {
-                let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
-                tokio::time::sleep(Duration::from_micros(wait_micros as u64 + 1)).await;
+    /// The next batch: queued submissions first, then whatever waits in the channel, up to
+    /// `batch_size_max` commands. A submission that does not fit starts the next batch.
+    fn gather(&mut self, receiver: &mut mpsc::Receiver<Submission>) -> Batch {
+        let mut batch = Batch::default();
+        loop {
+            let next = match self.queued.pop_front() {
+                Some(submission) => submission,
+                None => match receiver.try_recv() {
+                    Ok(submission) => submission,
+                    Err(_) => break,
+                },
+            };
+            if !batch.callers.is_empty() && batch.commands.len() + next.commands.len() > self.config.batch_size_max {
+                self.queued.push_front(next);
+                break;
             }
-            None => std::future::pending().await,
+            batch.commands.extend(next.commands);
+            batch.callers.push(next.caller);
         }
+        batch
     }
 
-    async fn commit_and_answer(&mut self, batch: Vec<Submission>) {
-        let commands: Vec<Command> = batch.iter().flat_map(|s| s.commands.iter().cloned()).collect();
-        match self.commit(&commands).await {
-            Ok(results) => {
-                let mut results = results.into_iter();
-                for submission in batch {
-                    let own: Vec<CommandResult> = results.by_ref().take(submission.commands.len()).collect();
-                    let _ = submission.reply.send(Ok(own));
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), commands = commands.len(), "batch commit failed");
-                // Nothing of this batch may be trusted: drop the cache and the connection.
-                self.ledger = Ledger::new();
-                self.batch_seq = None;
-                self.connection = None;
-                let reason = format!("{error:#}");
-                for submission in batch {
-                    let _ = submission
-                        .reply
-                        .send(Err(SubmitError::CommitFailed { reason: reason.clone() }));
-                }
-            }
-        }
+    /// How long until the earliest pending deadline passes, if any is pending.
+    fn until_next_expiry(&self) -> Option<Duration> {
+        let deadline = self.ledger.next_expiry()?;
+        let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
+        Some(Duration::from_micros(wait_micros as u64 + 1))
     }
 
-    /// Runs a batch on the writer's connection; a failed batch drops the connection with it.
-    async fn commit(&mut self, commands: &[Command]) -> anyhow::Result<Vec<CommandResult>> {
-        let mut connection = match self.connection.take() {
-            Some(connection) => connection,
-            None => {
-                let connect = PgConnection::connect_with(&self.options);
-                tokio::time::timeout(CONNECT_TIMEOUT, connect)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"))??
-            }
+    /// Loads, applies and dispatches one batch to a writer task.
+    async fn start(&mut self, batch: Batch) {
+        let commands = &batch.commands;
+        let now = self.now();
+        if self.head.is_none() || self.depends_on_in_flight(commands, now) {
+            self.drain().await;
+        }
+        if self.in_flight.is_empty() && self.ledger.account_count() > self.config.account_cache_max {
+            self.ledger.shrink(self.config.account_cache_max, true, |_| false);
+        }
+        let connection = match self.idle.pop() {
+            Some(connection) => Ok(connection),
+            None => connect(&self.options).await,
         };
-        let results = self.commit_on(&mut connection, commands).await?;
-        self.connection = Some(connection);
-        Ok(results)
+        let prepared = match connection {
+            Ok(mut connection) => self
+                .prepare(&mut connection, commands, now)
+                .await
+                .map(|p| (connection, p)),
+            Err(error) => Err(error),
+        };
+        match prepared {
+            Ok((connection, prepared)) => self.dispatch(batch, prepared, now, connection),
+            Err(error) => {
+                self.forget_cache();
+                let mut retry = Vec::new();
+                self.fail(batch, BatchError::classify(error), &mut retry);
+                self.requeue(retry);
+            }
+        }
     }
 
-    /// One batch, one transaction. Nothing is answered before the commit returns.
-    async fn commit_on(
+    /// In a new transaction on `connection`: rebuilds the cache if needed, loads what the batch refers
+    /// to, applies it, and builds its rows. Returns the head before and after the batch.
+    async fn prepare(
         &mut self,
         connection: &mut PgConnection,
         commands: &[Command],
-    ) -> anyhow::Result<Vec<CommandResult>> {
-        let mut transaction = connection.begin().await?;
-        // Every batch locks the head row first: a second instance on the same database waits here
-        // instead of interleaving its batch with ours, and a moved batch_seq tells us it wrote.
-        let head = sqlx::query!("SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *transaction)
-            .await?;
-        if self.batch_seq != Some(head.batch_seq) {
-            self.ledger = Ledger::new();
-            load_open_pending(&mut transaction, &mut self.ledger).await?;
-        }
-        let now = self.now();
+        now: Timestamp,
+    ) -> anyhow::Result<Prepared> {
+        sqlx::query("BEGIN").execute(&mut *connection).await?;
+        // Lock order, the same for every batch of every instance: this advisory lock first, balance
+        // and transfer rows next, the head row last. Batches take the advisory lock shared, so they
+        // overlap. A batch that rebuilds the cache (at start, after a failure or a lost race) takes it
+        // exclusive: it waits for running batches, new ones queue behind it, and it runs alone, so it
+        // cannot lose and every instance keeps making progress.
+        let exclusive = self.head.is_none();
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock($1) WHERE $2 UNION ALL SELECT pg_advisory_xact_lock_shared($1) WHERE NOT $2",
+            WRITE_LOCK_KEY,
+            exclusive
+        )
+        .execute(&mut *connection)
+        .await?;
+        let expected = match self.head {
+            Some(head) => head,
+            None => {
+                let head = sqlx::query_as!(Head, "SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1")
+                    .fetch_one(&mut *connection)
+                    .await?;
+                self.ledger = Ledger::new();
+                load_open_pending(connection, &mut self.ledger).await?;
+                head
+            }
+        };
         let missing = self.ledger.missing_transfers(commands);
         if !missing.is_empty() {
-            for transfer in load_transfers(&mut transaction, &missing).await? {
+            for transfer in load_transfers(connection, &missing).await? {
                 self.ledger.load_transfer(transfer);
             }
         }
         let missing = self.ledger.missing_accounts(commands, now);
         if !missing.is_empty() {
-            for account in load_accounts(&mut transaction, &missing).await? {
+            for account in load_accounts(connection, &missing).await? {
                 self.ledger.load_account(account);
             }
         }
         let outcome = self.ledger.apply(commands, now);
-        let mut batch_seq = head.batch_seq;
-        if !outcome.changes.is_empty() {
-            write_changes(&mut transaction, &self.ledger, &outcome.changes, head.transfer_seq, now).await?;
-            batch_seq += 1;
-            let transfer_seq = head.transfer_seq + outcome.changes.transfers_created.len() as i64;
-            sqlx::query!(
-                "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2 WHERE id = 1",
-                batch_seq,
-                transfer_seq
-            )
-            .execute(&mut *transaction)
-            .await?;
+        let rows = BatchRows::build(&self.ledger, &outcome.changes, expected.transfer_seq);
+        let next = if outcome.changes.is_empty() {
+            expected
+        } else {
+            let created = outcome.changes.transfers_created.len() as i64;
+            Head {
+                batch_seq: expected.batch_seq + 1,
+                transfer_seq: expected.transfer_seq + created,
+            }
+        };
+        self.head = Some(next);
+        Ok(Prepared {
+            outcome,
+            rows,
+            expected,
+            next,
+        })
+    }
+
+    fn dispatch(&mut self, batch: Batch, prepared: Prepared, now: Timestamp, mut connection: PgConnection) {
+        let Prepared {
+            outcome,
+            rows,
+            expected,
+            next,
+        } = prepared;
+        let (committed, next_previous) = oneshot::channel();
+        let previous = self.last_committed.replace(next_previous);
+        let changes = &outcome.changes;
+        let created_pending = changes
+            .transfers_created
+            .iter()
+            .filter(|id| self.ledger.transfer(**id).is_some_and(|t| t.state.is_some()))
+            .copied()
+            .collect();
+        let in_flight = InFlight {
+            batch,
+            now,
+            created_accounts: changes.accounts_created.iter().copied().collect(),
+            created_pending,
+            resolved_pending: changes.pending_resolved.iter().map(|(id, _)| *id).collect(),
+            results: outcome.results,
+            task: tokio::spawn(async move {
+                let result = write_and_commit(&mut connection, &rows, previous, expected, next).await;
+                let _ = committed.send(result.is_ok());
+                match result {
+                    Ok(()) => Ok(connection),
+                    Err(error) => Err(BatchError::classify(error)),
+                }
+            }),
+        };
+        self.in_flight.push_back(in_flight);
+    }
+
+    /// Whether the batch touches rows that an uncommitted batch creates, or expires a pending
+    /// transfer that one created: those rows are not visible to its transaction yet.
+    fn depends_on_in_flight(&self, commands: &[Command], now: Timestamp) -> bool {
+        let accounts: HashSet<AccountId> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.created_accounts.iter().copied())
+            .collect();
+        let pending: HashSet<TransferId> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.created_pending.iter().copied())
+            .collect();
+        if accounts.is_empty() && pending.is_empty() {
+            return false;
         }
-        transaction.commit().await?;
-        self.batch_seq = Some(batch_seq);
-        self.ledger.shrink(self.config.account_cache_max);
-        Ok(outcome.results)
+        let touches = |command: &Command| match command {
+            Command::CreateAccount(_) => false,
+            Command::CloseAccount(id) => accounts.contains(id),
+            Command::CreateTransfer(transfer) => {
+                transfer
+                    .movement()
+                    .is_some_and(|m| accounts.contains(&m.debit_account_id) || accounts.contains(&m.credit_account_id))
+                    || transfer.pending_id().is_some_and(|id| pending.contains(&id))
+            }
+        };
+        commands.iter().any(touches) || self.ledger.expires_any(now, &pending)
+    }
+
+    /// Waits for every in-flight batch and answers its callers.
+    async fn drain(&mut self) {
+        while let Some(batch) = self.in_flight.front_mut() {
+            let joined = (&mut batch.task).await;
+            self.complete_oldest(joined);
+        }
+    }
+
+    /// Answers the oldest in-flight batch's callers once its transaction has ended.
+    fn complete_oldest(&mut self, joined: Result<Result<PgConnection, BatchError>, JoinError>) {
+        let batch = self
+            .in_flight
+            .pop_front()
+            .expect("a completion belongs to the oldest in-flight batch");
+        let error = match joined {
+            Ok(Ok(connection)) => {
+                self.idle.push(connection);
+                let mut results = batch.results.into_iter();
+                for caller in batch.batch.callers {
+                    let own: Vec<CommandResult> = results.by_ref().take(caller.count).collect();
+                    let _ = caller.reply.send(Ok(own));
+                }
+                self.shrink_after_commit();
+                return;
+            }
+            Ok(Err(error)) => error,
+            Err(join) => BatchError::Failed(format!("the batch writer ended abnormally: {join}")),
+        };
+        // Every later batch was computed on this one's effects; their transactions will find the
+        // head unmoved and abort. The cache holds effects that never committed: rebuild it.
+        self.forget_cache();
+        let mut retry = Vec::new();
+        self.fail(batch.batch, error, &mut retry);
+        self.requeue(retry);
+    }
+
+    fn shrink_after_commit(&mut self) {
+        // Transfers that uncommitted batches created or resolved must stay: the database does not
+        // show them yet. Accounts are evicted only when nothing is in flight (see `start`).
+        let keep_since = self.in_flight.front().map(|b| b.now);
+        let resolved: HashSet<TransferId> = self
+            .in_flight
+            .iter()
+            .flat_map(|b| b.resolved_pending.iter().copied())
+            .collect();
+        self.ledger.shrink(self.config.account_cache_max, false, |t| {
+            keep_since.is_some_and(|since| t.created_at >= since) || resolved.contains(&t.id)
+        });
+    }
+
+    fn forget_cache(&mut self) {
+        self.ledger = Ledger::new();
+        self.head = None;
+        self.last_committed = None;
+    }
+
+    /// Conflicts are run again (up to [`ATTEMPTS_MAX`] runs); anything else fails its callers.
+    fn fail(&self, batch: Batch, error: BatchError, retry: &mut Vec<Submission>) {
+        tracing::warn!(error = ?error, callers = batch.callers.len(), "batch did not commit");
+        for mut submission in batch.into_submissions() {
+            match &error {
+                BatchError::Conflict(_) if submission.caller.attempts + 1 < ATTEMPTS_MAX => {
+                    submission.caller.attempts += 1;
+                    retry.push(submission);
+                }
+                BatchError::Conflict(reason) | BatchError::Failed(reason) => {
+                    let failed = SubmitError::CommitFailed { reason: reason.clone() };
+                    let _ = submission.caller.reply.send(Err(failed));
+                }
+            }
+        }
+    }
+
+    fn requeue(&mut self, retry: Vec<Submission>) {
+        for submission in retry.into_iter().rev() {
+            self.queued.push_front(submission);
+        }
     }
 
     /// The batch's time: the clock, but never earlier than the previous batch's.
@@ -281,5 +594,68 @@ impl Writer {
         let now = (self.clock)().max(self.last_now.unwrap_or(Timestamp::from_micros(i64::MIN)));
         self.last_now = Some(now);
         now
+    }
+}
+
+/// The writer task's part: rows, then the previous batch's outcome, the head check, and COMMIT.
+async fn write_and_commit(
+    connection: &mut PgConnection,
+    rows: &BatchRows,
+    previous: Option<oneshot::Receiver<bool>>,
+    expected: Head,
+    next: Head,
+) -> anyhow::Result<()> {
+    rows.insert_new(connection).await?;
+    // The inserts above overlap with the previous batch's work. Everything that locks existing rows
+    // waits until that batch has committed: waiting on it while holding a row it needs would be a
+    // deadlock PostgreSQL cannot see. A batch computed on a predecessor that did not commit must not
+    // commit either.
+    if let Some(previous) = previous
+        && previous.await != Ok(true)
+    {
+        return Err(StaleCache("the batch before this one did not commit".to_string()).into());
+    }
+    rows.update_existing(connection).await?;
+    // Locked last: the check orders this batch after any other instance's commits too.
+    let head = sqlx::query_as!(
+        Head,
+        "SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE"
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    if head != expected {
+        return Err(StaleCache(format!(
+            "the ledger head is at batch {}, not {}",
+            head.batch_seq, expected.batch_seq
+        ))
+        .into());
+    }
+    if next != expected {
+        sqlx::query!(
+            "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2 WHERE id = 1",
+            next.batch_seq,
+            next.transfer_seq
+        )
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// A writer connection. Its lock waits are bounded: a cycle through this process's own ordering of
+/// batches (invisible to PostgreSQL's deadlock detector) ends as a conflict, and the batch runs again.
+async fn connect(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+    let options = options.clone().options([("lock_timeout", LOCK_TIMEOUT)]);
+    tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"))?
+        .map_err(Into::into)
+}
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }

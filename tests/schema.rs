@@ -1,0 +1,92 @@
+//! The schema refuses broken ledger states on its own, whatever code writes to it.
+
+mod helpers;
+
+use helpers::*;
+use sqlx::{Connection, PgConnection};
+
+async fn refused(connection: &mut PgConnection, statement: &str) -> String {
+    let error = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_string()))
+        .execute(&mut *connection)
+        .await
+        .expect_err(statement);
+    error
+        .as_database_error()
+        .expect("a database error")
+        .code()
+        .expect("a SQLSTATE")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_what_the_ledger_never_writes() {
+    let service = TestLedger::fresh().await;
+    let setup = vec![
+        account(1, UNLIMITED),
+        account(2, DEBITS_LIMITED),
+        transfer(10, 1, 2, 500),
+        pending(11, 1, 2, 100, 60),
+    ];
+    assert!(all_created(&service.submit(setup).await));
+    service.submit(vec![post(12, 11)]).await;
+    let mut connection = PgConnection::connect_with(&service.options).await.unwrap();
+    let insert = |debit: &str, credit: &str, currency: &str| {
+        format!(
+            "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code, created_at)
+             VALUES (gen_random_uuid(), 1000, 'single', false, '{debit}', '{credit}', 1, '{currency}', 1, now())"
+        )
+    };
+    let (a1, a2, missing) = (id(1).to_string(), id(2).to_string(), id(99).to_string());
+    assert_eq!(
+        refused(&mut connection, &insert(&a1, &missing, "USD")).await,
+        "23503",
+        "missing account"
+    );
+    assert_eq!(
+        refused(&mut connection, &insert(&a1, &a2, "EUR")).await,
+        "23503",
+        "currency of other accounts"
+    );
+    assert_eq!(
+        refused(&mut connection, &insert(&a1, &a1, "USD")).await,
+        "23514",
+        "same account on both sides"
+    );
+    let overdraw = format!("UPDATE balances SET debits_posted = debits_posted + 1000 WHERE account_id = '{a2}'");
+    assert_eq!(
+        refused(&mut connection, &overdraw).await,
+        "23514",
+        "debits beyond credits"
+    );
+    let negative = format!("UPDATE balances SET credits_posted = -1 WHERE account_id = '{a1}'");
+    assert_eq!(refused(&mut connection, &negative).await, "23514", "negative balance");
+    assert_eq!(
+        refused(&mut connection, "DELETE FROM transfers").await,
+        "23000",
+        "transfers are never deleted"
+    );
+    assert_eq!(
+        refused(&mut connection, "DELETE FROM accounts").await,
+        "23000",
+        "accounts are never deleted"
+    );
+    let recurrency = format!("UPDATE accounts SET currency = 'EUR' WHERE id = '{a1}'");
+    assert_eq!(
+        refused(&mut connection, &recurrency).await,
+        "23000",
+        "an account's currency never changes"
+    );
+    let amount = format!("UPDATE transfers SET amount = 2 WHERE id = '{}'", id(10));
+    assert_eq!(
+        refused(&mut connection, &amount).await,
+        "23000",
+        "a transfer never changes"
+    );
+    let repost = format!("UPDATE transfers SET state = 'voided' WHERE id = '{}'", id(11));
+    assert_eq!(
+        refused(&mut connection, &repost).await,
+        "23000",
+        "a pending transfer is resolved once"
+    );
+    assert_ledger_consistent(&service.options).await;
+}
