@@ -8,13 +8,14 @@
 //! commits are the batch's callers answered, each with its own results.
 //!
 //! Up to `commit_pipeline_depth` batches are in flight at once: while batch N writes and commits, batch
-//! N+1 is already applied in memory and writing its rows on another connection, so PostgreSQL works on
-//! two batches at a time. Order is kept at the end of each transaction: it locks the `ledger_head` row
-//! and checks that the head is what the sequencer expects after the batches before it. N+1 therefore
-//! waits for N there, aborts if N did not commit, and aborts if another service instance wrote in
-//! between (two instances on one database never interleave or corrupt balances; the one that finds
-//! the head moved rebuilds its cache and runs its batch again). A batch that needs rows an uncommitted
-//! batch creates (a new account, a new pending transfer) waits for that batch first.
+//! N+1 is already applied in memory and inserting its new rows on another connection, so PostgreSQL
+//! works on several batches at a time. Updates of existing rows wait until the previous batch has
+//! committed (so no batch holds a row its predecessor needs), and a batch computed on a predecessor
+//! that did not commit aborts. Last, each transaction locks the `ledger_head` row and checks it is
+//! exactly what the sequencer expects: if another service instance wrote in between, the batch aborts,
+//! the cache is rebuilt and the batch runs again (see [`Sequencer::prepare`] for the lock order that
+//! keeps instances from deadlocking). A batch that needs rows an uncommitted batch creates (a new
+//! account, a new pending transfer) waits for that batch first.
 //!
 //! If a batch fails for any other reason, its callers get [`SubmitError::CommitFailed`] and the cache
 //! is rebuilt. A lost commit acknowledgement cannot tell "committed" from "not committed", so that
