@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use finledger::local_postgres::LocalPostgres;
-use finledger::store::SubmitError;
+use finledger::store::{SequencerConfig, SubmitError};
 use helpers::*;
 use ledger::{Applied, Command, ErrorCode, PendingState};
 use uuid::Uuid;
@@ -338,4 +338,39 @@ async fn pipelined_batches_commit_in_order_and_keep_every_invariant() {
         service.balances(1).await,
         (6 * 5 * 500 + 6 * 4 * 50 * 100, 0, 6 * 50 * 100, 0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_account_cache_still_gives_exact_balances() {
+    let options = fresh_database(shared_cluster()).await;
+    let store = finledger::store::Store::connect(options.clone(), 2).await.unwrap();
+    let config = SequencerConfig {
+        account_cache_max: 10,
+        ..SequencerConfig::default()
+    };
+    let (handle, shutdown) = finledger::store::sequencer::spawn(options.clone(), config, finledger::clock::system());
+    let mut setup: Vec<Command> = (0..50u128).map(|n| account(1 + n, DEBITS_LIMITED)).collect();
+    setup.push(account(100, UNLIMITED));
+    setup.extend((0..50u128).map(|n| transfer(1_000 + n, 100, 1 + n, 300)));
+    assert!(all_created(&handle.submit(setup).await.unwrap()));
+    // Evicted accounts are reloaded with their limits and balances: each can spend exactly 3.00.
+    for round in 0..4u128 {
+        let commands: Vec<Command> = (0..50u128)
+            .map(|n| transfer(2_000 + round * 100 + n, 1 + n, 100, 100))
+            .collect();
+        let results = handle.submit(commands).await.unwrap();
+        let expected = if round < 3 {
+            Ok(Applied::Created)
+        } else {
+            Err(ErrorCode::ExceedsCredits)
+        };
+        assert!(results.iter().all(|r| *r == expected), "round {round}: {results:?}");
+    }
+    let account = store.account(account_id(7)).await.unwrap().unwrap();
+    assert_eq!(
+        (account.balances.debits_posted, account.balances.credits_posted),
+        (300, 300)
+    );
+    shutdown.drain().await;
+    assert_ledger_consistent(&options).await;
 }

@@ -354,10 +354,13 @@ impl Sequencer {
     async fn start(&mut self, batch: Batch) {
         let commands = &batch.commands;
         let now = self.now();
-        if self.head.is_none() || self.depends_on_in_flight(commands, now) {
+        // Accounts are evicted only with nothing in flight: an uncommitted batch's accounts must stay
+        // cached, since the database does not show its changes yet.
+        let over_capacity = self.ledger.account_count() > self.config.account_cache_max;
+        if self.head.is_none() || over_capacity || self.depends_on_in_flight(commands, now) {
             self.drain().await;
         }
-        if self.in_flight.is_empty() && self.ledger.account_count() > self.config.account_cache_max {
+        if over_capacity && self.in_flight.is_empty() {
             self.ledger.shrink(self.config.account_cache_max, true, |_| false);
         }
         let connection = match self.idle.pop() {
