@@ -1,0 +1,119 @@
+//! `finledger serve` as an operator runs it: zero configuration, health checks, a clean stop on
+//! SIGTERM that also stops the PostgreSQL it started, and a second run that reuses the same data.
+
+mod helpers;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn serve(data_dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_finledger"))
+        .arg("serve")
+        .env_remove("DATABASE_URL")
+        .env("FINLEDGER_DATA_DIR", data_dir)
+        .env("FINLEDGER_OPS_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting finledger serve")
+}
+
+/// GET `path` on the operations port; `None` while nothing listens.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Waits (bounded) until /readyz answers 200, i.e. the embedded database is up and migrated.
+fn wait_ready(child: &mut Child, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finledger serve exited during start-up"
+        );
+        if get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "finledger serve did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap()
+}
+
+fn postmaster_running(data_dir: &Path) -> bool {
+    let Ok(pid_file) = std::fs::read_to_string(data_dir.join("pg/data/postmaster.pid")) else {
+        return false;
+    };
+    let pid: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+async fn local_connection(data_dir: &Path) -> PgConnection {
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .socket(data_dir.join("pg/run"))
+        .port(5432)
+        .username("postgres")
+        .database("finledger");
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connecting to the embedded PostgreSQL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_on_embedded_postgres_stops_cleanly_and_reuses_its_data() {
+    let data_dir = helpers::cluster_dir("serve");
+    let port = free_port();
+
+    let mut first = serve(&data_dir, port);
+    wait_ready(&mut first, port);
+    assert!(get(port, "/healthz").unwrap().ends_with("ok\n"));
+    let mut connection = local_connection(&data_dir).await;
+    sqlx::query("UPDATE ledger_head SET batch_seq = 41 WHERE id = 1")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    let status = terminate(first);
+    assert!(status.success(), "SIGTERM ends serve with exit 0, got {status}");
+    assert!(
+        !postmaster_running(&data_dir),
+        "the embedded PostgreSQL stopped with the service"
+    );
+
+    let mut second = serve(&data_dir, port);
+    wait_ready(&mut second, port);
+    let mut connection = local_connection(&data_dir).await;
+    let batch_seq: i64 = sqlx::query_scalar("SELECT batch_seq FROM ledger_head")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(batch_seq, 41, "the second run uses the same data");
+    connection.close().await.unwrap();
+    assert!(terminate(second).success());
+    assert!(!postmaster_running(&data_dir));
+}
