@@ -159,14 +159,6 @@ impl LocalPostgres {
             .database(database)
     }
 
-    /// A DATABASE_URL for `database`, for tools that take a URL.
-    pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@localhost:{PORT}/{database}?host={}",
-            self.socket_dir.display()
-        )
-    }
-
     /// Creates `database` unless it exists.
     pub async fn create_database(&self, database: &str) -> anyhow::Result<()> {
         anyhow::ensure!(
