@@ -1,8 +1,8 @@
 //! PostgreSQL storage of the ledger.
 //!
-//! Writes go only through the [`sequencer`]: one task, one connection, one transaction per batch.
-//! This module holds the SQL both sides share: loading accounts and transfers into the ledger's
-//! working set, and writing a batch's [`Changes`] with one statement per table (UNNEST arrays).
+//! Writes go only through the [`sequencer`]: one task, one transaction per batch. This module holds
+//! the SQL: loading accounts and transfers into the ledger's working set, and writing a batch's
+//! [`Changes`] with one statement per table (UNNEST arrays).
 
 pub mod rows;
 pub mod sequencer;
@@ -33,11 +33,6 @@ impl Store {
             .connect_with(options)
             .await?;
         Ok(Store { pool })
-    }
-
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -94,17 +89,14 @@ pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[Transfe
 /// Loads every open pending transfer and its accounts: the part of the working set that must stay
 /// resident so deadlines expire on time.
 pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mut Ledger) -> anyhow::Result<()> {
-    let rows = sqlx::query_as!(
-        TransferRow,
-        r#"SELECT id, kind, linked, debit_account_id, credit_account_id, amount, currency AS "currency!", code,
-                  pending_id, timeout_s, expires_at, state, metadata, created_at
-           FROM transfers WHERE state = 'pending'"#
-    )
-    .fetch_all(&mut *connection)
-    .await?;
+    let ids: Vec<TransferId> = sqlx::query_scalar!("SELECT id FROM transfers WHERE state = 'pending'")
+        .fetch_all(&mut *connection)
+        .await?
+        .into_iter()
+        .map(TransferId::from_stored)
+        .collect();
     let mut accounts = HashSet::new();
-    for row in rows {
-        let transfer = Transfer::try_from(row)?;
+    for transfer in load_transfers(connection, &ids).await? {
         accounts.extend([transfer.debit_account_id, transfer.credit_account_id]);
         ledger.load_transfer(transfer);
     }
@@ -130,7 +122,7 @@ pub struct BatchRows {
 impl BatchRows {
     /// The rows of `changes`; `transfer_seq` is the last transfer sequence number already used.
     pub fn build(ledger: &Ledger, changes: &Changes, transfer_seq: i64) -> BatchRows {
-        let mut transfers = TransferColumns::with_capacity(changes.transfers_created.len());
+        let mut transfers = TransferColumns::default();
         for (offset, id) in changes.transfers_created.iter().enumerate() {
             let transfer = ledger.transfer(*id).expect("created transfers are resident");
             transfers.push(transfer, transfer_seq + 1 + offset as i64);
@@ -261,6 +253,7 @@ impl AccountColumns {
 }
 
 /// The transfers a batch creates, column by column.
+#[derive(Default)]
 struct TransferColumns {
     ids: Vec<Uuid>,
     seqs: Vec<i64>,
@@ -280,26 +273,6 @@ struct TransferColumns {
 }
 
 impl TransferColumns {
-    fn with_capacity(count: usize) -> TransferColumns {
-        TransferColumns {
-            ids: Vec::with_capacity(count),
-            seqs: Vec::with_capacity(count),
-            kinds: Vec::with_capacity(count),
-            linked: Vec::with_capacity(count),
-            debits: Vec::with_capacity(count),
-            credits: Vec::with_capacity(count),
-            amounts: Vec::with_capacity(count),
-            currencies: Vec::with_capacity(count),
-            codes: Vec::with_capacity(count),
-            pending_ids: Vec::with_capacity(count),
-            timeouts: Vec::with_capacity(count),
-            expires: Vec::with_capacity(count),
-            states: Vec::with_capacity(count),
-            metadata: Vec::with_capacity(count),
-            created: Vec::with_capacity(count),
-        }
-    }
-
     fn push(&mut self, transfer: &Transfer, seq: i64) {
         self.ids.push(transfer.id.uuid());
         self.seqs.push(seq);
