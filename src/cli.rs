@@ -1,5 +1,7 @@
 //! The `finledger` command line.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 use crate::configuration::Settings;
@@ -17,16 +19,44 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Commands {
-    /// Run the service (embedded PostgreSQL under ./var unless DATABASE_URL is set).
+    /// Run the service (embedded PostgreSQL and dev PKI under ./var unless configured).
     Serve(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Print the API's OpenAPI document (what openapi.json holds).
+    Openapi,
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Create a dev CA, a server certificate for localhost and client certificates for the demo
+    /// principals.
+    Init {
+        #[arg(long, default_value = "var/pki")]
+        out: PathBuf,
+        /// Trust domain of the client certificates' SPIFFE IDs.
+        #[arg(long, default_value = crate::pki::DEV_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Replace an existing dev PKI (every certificate issued from the old CA stops working).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = match &cli.command {
         Commands::Serve(settings) | Commands::Migrate(settings) => settings.clone(),
+        Commands::Certs { command } => return certs(command),
+        Commands::Openapi => {
+            print!("{}", crate::api::openapi::document());
+            return Ok(());
+        }
     };
     crate::telemetry::init(&settings.log);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -34,6 +64,22 @@ pub fn run() -> anyhow::Result<()> {
         match cli.command {
             Commands::Serve(settings) => crate::startup::serve(settings).await,
             Commands::Migrate(settings) => crate::startup::migrate(settings).await,
+            Commands::Certs { .. } | Commands::Openapi => unreachable!("handled before the runtime starts"),
         }
     })
+}
+
+fn certs(command: &CertsCommand) -> anyhow::Result<()> {
+    match command {
+        CertsCommand::Init {
+            out,
+            trust_domain,
+            force,
+        } => {
+            for path in crate::pki::init(out, trust_domain, *force)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
 }

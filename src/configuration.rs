@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::pki::PkiPaths;
 use crate::store::SequencerConfig;
+use crate::tls::{TlsFiles, TlsVersionMin};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
@@ -12,9 +14,34 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Directory for local state: the embedded PostgreSQL cluster and, later, the dev PKI.
+    /// Directory for local state: the embedded PostgreSQL cluster and the dev PKI.
     #[arg(long, env = "FINLEDGER_DATA_DIR", default_value = "var")]
     pub data_dir: PathBuf,
+
+    /// The mutual-TLS API listener.
+    #[arg(long, env = "FINLEDGER_API_LISTEN", default_value = "127.0.0.1:8443")]
+    pub api_listen: SocketAddr,
+
+    /// The API's certificate chain (PEM). Without the three TLS files, the dev PKI under
+    /// <data-dir>/pki is used, and created when missing.
+    #[arg(long, env = "FINLEDGER_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of the API's certificate (PEM).
+    #[arg(long, env = "FINLEDGER_TLS_KEY", requires_all = ["tls_cert", "tls_client_ca"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// The CA bundle (PEM) that client certificates must chain to.
+    #[arg(long, env = "FINLEDGER_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// The oldest TLS version accepted.
+    #[arg(long, env = "FINLEDGER_TLS_VERSION_MIN", value_enum, default_value = "1.3")]
+    pub tls_version_min: TlsVersionMin,
+
+    /// The principals file: who may call the API.
+    #[arg(long, env = "FINLEDGER_PRINCIPALS", default_value = "policies/principals.toml")]
+    pub principals: PathBuf,
 
     /// Plain-HTTP operations listener: /healthz and /readyz only, never business data.
     #[arg(long, env = "FINLEDGER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -57,5 +84,27 @@ impl Settings {
 
     pub fn postgres_dir(&self) -> PathBuf {
         self.data_dir.join("pg")
+    }
+
+    pub fn pki(&self) -> PkiPaths {
+        PkiPaths {
+            dir: self.data_dir.join("pki"),
+        }
+    }
+
+    /// The TLS files given, or else the dev PKI's.
+    pub fn tls_files(&self) -> TlsFiles {
+        let pki = self.pki();
+        TlsFiles {
+            cert: self.tls_cert.clone().unwrap_or_else(|| pki.server_cert()),
+            key: self.tls_key.clone().unwrap_or_else(|| pki.server_key()),
+            client_ca: self.tls_client_ca.clone().unwrap_or_else(|| pki.ca_cert()),
+            version_min: self.tls_version_min,
+        }
+    }
+
+    /// Whether the API runs on the dev PKI (no TLS files configured).
+    pub fn uses_dev_pki(&self) -> bool {
+        self.tls_cert.is_none()
     }
 }

@@ -3,11 +3,15 @@
 //! `ledger` (the pure domain) and `audit` (tamper evidence) are separate crates; this crate wires them
 //! to PostgreSQL, the network and the command line.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod configuration;
+pub mod identity;
 pub mod local_postgres;
 pub mod ops;
+pub mod pki;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -1,16 +1,27 @@
-//! Bringing the service up and down: database (given or embedded), migrations, the sequencer, the
-//! listeners, and an orderly shutdown on Ctrl-C or SIGTERM.
+//! Bringing the service up and down: database (given or embedded), migrations, principals and TLS,
+//! the sequencer, the API and operations listeners, and an orderly shutdown on Ctrl-C or SIGTERM.
 
+use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
+use crate::api::AppState;
+use crate::clock::Clock;
 use crate::configuration::Settings;
+use crate::identity::Principals;
 use crate::local_postgres::LocalPostgres;
 use crate::store::{self, Store, sequencer};
+use crate::tls::{self, ClientCertificateAcceptor};
 
 /// The database the service runs on, and the local cluster when the service owns one.
 pub struct Database {
@@ -47,24 +58,104 @@ pub async fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 
 /// `finledger serve`: runs until Ctrl-C or SIGTERM, then drains and exits.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let mut database = open_database(&settings).await?;
-    let store = Store::connect(database.options.clone(), settings.db_connections_max).await?;
-    let (_ledger, shutdown) = sequencer::spawn(database.options.clone(), settings.sequencer(), crate::clock::system());
-    let listener = TcpListener::bind(settings.ops_listen)
-        .await
-        .with_context(|| format!("binding the operations port {}", settings.ops_listen))?;
-    tracing::info!(ops = %settings.ops_listen, embedded_postgres = database.local.is_some(), "finledger serving");
-    axum::serve(listener, crate::ops::router(store.pool().clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down: draining the sequencer");
-    shutdown.drain().await;
-    store.pool().close().await;
-    if let Some(mut local) = database.local.take() {
-        tokio::task::spawn_blocking(move || local.stop()).await?;
-    }
+    let database = open_database(&settings).await?;
+    let running = Application::start(&settings, database, crate::clock::system()).await?;
+    let _reload = tls::reload_on_sighup(running.tls.clone(), settings.tls_files())?;
+    tracing::info!(
+        api = %running.api_address,
+        ops = %running.ops_address,
+        "finledger serving"
+    );
+    shutdown_signal().await;
+    running.stop().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long open API connections get to finish their requests at shutdown.
+const CONNECTIONS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The running service: the API and operations listeners over one sequencer and read pool.
+pub struct Application {
+    pub api_address: SocketAddr,
+    pub ops_address: SocketAddr,
+    /// The live TLS configuration: reloading it changes what new connections get.
+    pub tls: RustlsConfig,
+    api_handle: axum_server::Handle<SocketAddr>,
+    api_task: JoinHandle<std::io::Result<()>>,
+    ops_stop: oneshot::Sender<()>,
+    ops_task: JoinHandle<std::io::Result<()>>,
+    sequencer: sequencer::Shutdown,
+    store: Store,
+    database: Database,
+}
+
+impl Application {
+    /// Loads the principals and TLS files (creating the dev PKI when none is configured), starts the
+    /// sequencer and binds both listeners. Any invalid file stops start-up with its path and reason.
+    pub async fn start(settings: &Settings, database: Database, clock: Clock) -> anyhow::Result<Application> {
+        let principals = Arc::new(Principals::load(&settings.principals)?);
+        if settings.uses_dev_pki() && !settings.pki().ca_cert().exists() {
+            let dir = settings.pki().dir;
+            crate::pki::init(&dir, principals.trust_domain(), false)?;
+            tracing::info!(dir = %dir.display(), "created the dev PKI");
+        }
+        let tls = RustlsConfig::from_config(tls::server_config(&settings.tls_files())?);
+        let store = Store::connect(database.options.clone(), settings.db_connections_max).await?;
+        let (ledger, sequencer) = sequencer::spawn(database.options.clone(), settings.sequencer(), clock.clone());
+        let state = AppState {
+            ledger,
+            store: store.clone(),
+            principals,
+            clock,
+        };
+        let ops_listener = TcpListener::bind(settings.ops_listen)
+            .await
+            .with_context(|| format!("binding the operations port {}", settings.ops_listen))?;
+        let ops_address = ops_listener.local_addr()?;
+        let (ops_stop, ops_stopped) = oneshot::channel::<()>();
+        let ops = axum::serve(ops_listener, crate::ops::router(store.pool().clone())).with_graceful_shutdown(async {
+            let _ = ops_stopped.await;
+        });
+        let ops_task = tokio::spawn(ops.into_future());
+        let api_handle = axum_server::Handle::new();
+        let api = axum_server::bind(settings.api_listen)
+            .acceptor(ClientCertificateAcceptor::new(tls.clone()))
+            .handle(api_handle.clone())
+            .serve(crate::api::router(state).into_make_service());
+        let api_task = tokio::spawn(api);
+        let api_address = api_handle
+            .listening()
+            .await
+            .with_context(|| format!("binding the API port {}", settings.api_listen))?;
+        Ok(Application {
+            api_address,
+            ops_address,
+            tls,
+            api_handle,
+            api_task,
+            ops_stop,
+            ops_task,
+            sequencer,
+            store,
+            database,
+        })
+    }
+
+    /// Stops taking connections, lets open requests finish (bounded), commits what the sequencer
+    /// holds, and stops the embedded PostgreSQL if the service owns it.
+    pub async fn stop(mut self) {
+        tracing::info!("shutting down: draining connections and the sequencer");
+        self.api_handle.graceful_shutdown(Some(CONNECTIONS_DRAIN_TIMEOUT));
+        let _ = self.ops_stop.send(());
+        let _ = self.api_task.await;
+        let _ = self.ops_task.await;
+        self.sequencer.drain().await;
+        self.store.pool().close().await;
+        if let Some(mut local) = self.database.local.take() {
+            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+        }
+    }
 }
 
 /// `finledger migrate`: applies migrations and exits.

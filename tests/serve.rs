@@ -9,6 +9,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use helpers::client::{ApiClient, Protocol, client_config};
+use hyper::{Method, StatusCode};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use sqlx::{Connection, PgConnection};
 
 fn free_port() -> u16 {
@@ -16,11 +20,16 @@ fn free_port() -> u16 {
 }
 
 fn serve(data_dir: &Path, port: u16) -> Child {
+    serve_with_api(data_dir, port, free_port())
+}
+
+fn serve_with_api(data_dir: &Path, port: u16, api_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_finledger"))
         .arg("serve")
         .env_remove("DATABASE_URL")
         .env("FINLEDGER_DATA_DIR", data_dir)
         .env("FINLEDGER_OPS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FINLEDGER_API_LISTEN", format!("127.0.0.1:{api_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -116,4 +125,57 @@ async fn serve_runs_on_embedded_postgres_stops_cleanly_and_reuses_its_data() {
     connection.close().await.unwrap();
     assert!(terminate(second).success());
     assert!(!postmaster_running(&data_dir));
+}
+
+/// `name`'s client configuration from the PKI directory as it is now.
+fn pki_config(data_dir: &Path, name: &str) -> rustls::ClientConfig {
+    let read = |file: &str| std::fs::read_to_string(data_dir.join("pki").join(file)).unwrap();
+    client_config(
+        &read("ca.crt"),
+        Some((&read(&format!("{name}.crt")), &read(&format!("{name}.key")))),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_without_dropping_open_connections() {
+    let data_dir = helpers::cluster_dir("reload");
+    let (port, api_port) = (free_port(), free_port());
+    let mut child = serve_with_api(&data_dir, port, api_port);
+    wait_ready(&mut child, port);
+    let old_config = pki_config(&data_dir, "payments");
+    let before = ApiClient::new(api_port, old_config.clone(), Protocol::Http2);
+    assert_eq!(before.get("/v1/openapi.json").await.status, StatusCode::OK);
+
+    // A whole new PKI: new CA, new server and client certificates.
+    let rotated = Command::new(env!("CARGO_BIN_EXE_finledger"))
+        .args(["certs", "init", "--force", "--out"])
+        .arg(data_dir.join("pki"))
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
+
+    let after = ApiClient::new(api_port, pki_config(&data_dir, "payments"), Protocol::Http2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while after
+        .send(Method::GET, "/v1/openapi.json", "application/json", Vec::new())
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificates were not taken up after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The connection opened before the reload still serves; the old PKI opens no new ones.
+    assert_eq!(before.get("/v1/openapi.json").await.status, StatusCode::OK);
+    let stale = ApiClient::new(api_port, old_config, Protocol::Http2);
+    assert!(
+        stale
+            .send(Method::GET, "/v1/openapi.json", "application/json", Vec::new())
+            .await
+            .is_err()
+    );
+    assert!(terminate(child).success());
 }

@@ -9,14 +9,14 @@ pub mod sequencer;
 
 use std::collections::HashSet;
 
-use ledger::{Account, AccountId, Changes, Ledger, Transfer, TransferId};
+use ledger::{Account, AccountId, Balances, Changes, Ledger, Timestamp, Transfer, TransferId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use rows::{AccountRow, TransferRow, kind_name, limit_columns, state_name, to_datetime};
 
-pub use sequencer::{LedgerHandle, SequencerConfig, SubmitError};
+pub use sequencer::{LedgerHandle, Receipt, Record, SequencerConfig, SubmitError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -48,6 +48,77 @@ impl Store {
         let mut connection = self.pool.acquire().await?;
         Ok(load_transfers(&mut connection, &[id]).await?.pop())
     }
+
+    /// One page of an account's transfers (as debit or credit account) in commit order, after the
+    /// transfer with sequence number `after_seq`. Each comes with its sequence number, the cursor.
+    ///
+    /// Batches commit in sequence order and never concurrently, so a snapshot that shows a transfer
+    /// shows every transfer before it: walking pages by `after_seq` skips and repeats nothing, however
+    /// many transfers are inserted meanwhile.
+    pub async fn account_transfers(
+        &self,
+        account: AccountId,
+        after_seq: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<(i64, Transfer)>> {
+        let rows = sqlx::query_as!(
+            TransferRow,
+            r#"SELECT seq AS "seq!", id AS "id!", kind AS "kind!", linked AS "linked!",
+                      debit_account_id AS "debit_account_id!", credit_account_id AS "credit_account_id!",
+                      amount AS "amount!", currency AS "currency!", code AS "code!", pending_id, timeout_s,
+                      expires_at, state, metadata AS "metadata!", created_at AS "created_at!"
+               FROM (
+                   (SELECT * FROM transfers WHERE debit_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+                   UNION ALL
+                   (SELECT * FROM transfers WHERE credit_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)
+               ) page
+               ORDER BY seq LIMIT $3"#,
+            account.uuid(),
+            after_seq,
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| Ok((row.seq, Transfer::try_from(row)?)))
+            .collect()
+    }
+
+    /// An account's balances as they stood at `at`: transfers created by then, with pending transfers
+    /// that were neither posted, voided nor past their deadline by then.
+    pub async fn balances_as_of(&self, account: AccountId, at: Timestamp) -> anyhow::Result<Balances> {
+        let row = sqlx::query!(
+            r#"WITH movements AS (
+                   SELECT true AS debit, kind, amount, id, expires_at FROM transfers
+                   WHERE debit_account_id = $1 AND created_at <= $2
+                   UNION ALL
+                   SELECT false, kind, amount, id, expires_at FROM transfers
+                   WHERE credit_account_id = $1 AND created_at <= $2
+               ), counted AS (
+                   SELECT debit, kind, amount FROM movements m
+                   WHERE kind IN ('single', 'post_pending')
+                      OR (kind = 'pending' AND m.expires_at > $2 AND NOT EXISTS (
+                              SELECT 1 FROM transfers r WHERE r.pending_id = m.id AND r.created_at <= $2))
+               )
+               SELECT
+                   COALESCE(SUM(amount) FILTER (WHERE debit AND kind <> 'pending'), 0)::bigint AS "debits_posted!",
+                   COALESCE(SUM(amount) FILTER (WHERE NOT debit AND kind <> 'pending'), 0)::bigint AS "credits_posted!",
+                   COALESCE(SUM(amount) FILTER (WHERE debit AND kind = 'pending'), 0)::bigint AS "debits_pending!",
+                   COALESCE(SUM(amount) FILTER (WHERE NOT debit AND kind = 'pending'), 0)::bigint AS "credits_pending!"
+               FROM counted"#,
+            account.uuid(),
+            to_datetime(at)
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let unsigned = |value: i64| u64::try_from(value).map_err(|_| anyhow::anyhow!("a negative balance sum"));
+        Ok(Balances {
+            debits_posted: unsigned(row.debits_posted)?,
+            credits_posted: unsigned(row.credits_posted)?,
+            debits_pending: unsigned(row.debits_pending)?,
+            credits_pending: unsigned(row.credits_pending)?,
+        })
+    }
 }
 
 /// Applies pending migrations on a single connection (used before the pool exists).
@@ -76,7 +147,7 @@ pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[Transfe
     let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
     let rows = sqlx::query_as!(
         TransferRow,
-        r#"SELECT id, kind, linked, debit_account_id, credit_account_id, amount, currency AS "currency!", code,
+        r#"SELECT seq, id, kind, linked, debit_account_id, credit_account_id, amount, currency AS "currency!", code,
                   pending_id, timeout_s, expires_at, state, metadata, created_at
            FROM transfers WHERE id = ANY($1::uuid[])"#,
         &ids

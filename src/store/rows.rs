@@ -115,6 +115,7 @@ impl TryFrom<AccountRow> for Account {
 }
 
 pub struct TransferRow {
+    pub seq: i64,
     pub id: Uuid,
     pub kind: String,
     pub linked: bool,

@@ -25,7 +25,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use ledger::{AccountId, BatchOutcome, Command, CommandResult, Ledger, Timestamp, TransferId};
+use ledger::{Account, AccountId, BatchOutcome, Command, CommandResult, Ledger, Timestamp, Transfer, TransferId};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -79,6 +79,20 @@ pub enum SubmitError {
     CommitFailed { reason: String },
 }
 
+/// A command's result, with the record it created or found as it stood after the batch, so callers can
+/// answer without reading it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receipt {
+    pub result: CommandResult,
+    pub record: Option<Record>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    Account(Account),
+    Transfer(Transfer),
+}
+
 struct Submission {
     commands: Vec<Command>,
     caller: Caller,
@@ -86,7 +100,7 @@ struct Submission {
 
 /// Who waits for a submission's results, and how many commands are theirs.
 struct Caller {
-    reply: oneshot::Sender<Result<Vec<CommandResult>, SubmitError>>,
+    reply: oneshot::Sender<Result<Vec<Receipt>, SubmitError>>,
     count: usize,
     attempts: u32,
 }
@@ -120,6 +134,12 @@ impl LedgerHandle {
     /// Submits commands that are applied together, in order, in one batch; returns one result per
     /// command once the batch is durably committed. An empty submission only runs due expirations.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, SubmitError> {
+        let receipts = self.execute(commands).await?;
+        Ok(receipts.into_iter().map(|receipt| receipt.result).collect())
+    }
+
+    /// Like [`LedgerHandle::submit`], with each successful command's record.
+    pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Receipt>, SubmitError> {
         if commands.len() > self.batch_size_max {
             return Err(SubmitError::TooLarge {
                 count: commands.len(),
@@ -189,6 +209,7 @@ struct Head {
 /// A batch applied in memory, ready for its writer: results, rows, and the head before and after.
 struct Prepared {
     outcome: BatchOutcome,
+    records: Vec<Option<Record>>,
     rows: BatchRows,
     expected: Head,
     next: Head,
@@ -228,6 +249,7 @@ impl BatchError {
 struct InFlight {
     batch: Batch,
     results: Vec<CommandResult>,
+    records: Vec<Option<Record>>,
     now: Timestamp,
     created_accounts: HashSet<AccountId>,
     created_pending: HashSet<TransferId>,
@@ -431,6 +453,11 @@ impl Sequencer {
             }
         }
         let outcome = self.ledger.apply(commands, now);
+        let records = commands
+            .iter()
+            .zip(&outcome.results)
+            .map(|(command, result)| result.is_ok().then(|| record_of(&self.ledger, command)).flatten())
+            .collect();
         let rows = BatchRows::build(&self.ledger, &outcome.changes, expected.transfer_seq);
         let next = if outcome.changes.is_empty() {
             expected
@@ -444,6 +471,7 @@ impl Sequencer {
         self.head = Some(next);
         Ok(Prepared {
             outcome,
+            records,
             rows,
             expected,
             next,
@@ -453,6 +481,7 @@ impl Sequencer {
     fn dispatch(&mut self, batch: Batch, prepared: Prepared, now: Timestamp, mut connection: PgConnection) {
         let Prepared {
             outcome,
+            records,
             rows,
             expected,
             next,
@@ -473,6 +502,7 @@ impl Sequencer {
             created_pending,
             resolved_pending: changes.pending_resolved.iter().map(|(id, _)| *id).collect(),
             results: outcome.results,
+            records,
             task: tokio::spawn(async move {
                 let result = write_and_commit(&mut connection, &rows, previous, expected, next).await;
                 let _ = committed.send(result.is_ok());
@@ -531,9 +561,13 @@ impl Sequencer {
         let error = match joined {
             Ok(Ok(connection)) => {
                 self.idle.push(connection);
-                let mut results = batch.results.into_iter();
+                let mut receipts = batch
+                    .results
+                    .into_iter()
+                    .zip(batch.records)
+                    .map(|(result, record)| Receipt { result, record });
                 for caller in batch.batch.callers {
-                    let own: Vec<CommandResult> = results.by_ref().take(caller.count).collect();
+                    let own: Vec<Receipt> = receipts.by_ref().take(caller.count).collect();
                     let _ = caller.reply.send(Ok(own));
                 }
                 self.shrink_after_commit();
@@ -598,6 +632,15 @@ impl Sequencer {
         let now = (self.clock)().max(self.last_now.unwrap_or(Timestamp::from_micros(i64::MIN)));
         self.last_now = Some(now);
         now
+    }
+}
+
+/// The record a successful command created, changed or found.
+fn record_of(ledger: &Ledger, command: &Command) -> Option<Record> {
+    match command {
+        Command::CreateAccount(account) => ledger.account(account.id).cloned().map(Record::Account),
+        Command::CloseAccount(id) => ledger.account(*id).cloned().map(Record::Account),
+        Command::CreateTransfer(transfer) => ledger.transfer(transfer.id).cloned().map(Record::Transfer),
     }
 }
 

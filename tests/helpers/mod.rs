@@ -6,6 +6,9 @@
 //! a cluster of their own.
 #![allow(dead_code)]
 
+pub mod app;
+pub mod client;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

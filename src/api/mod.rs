@@ -1,0 +1,147 @@
+//! The REST API, served over mutual TLS: routes grouped by resource, assembled in [`router`] so the
+//! whole surface is visible in one place.
+//!
+//! Every request gets a request id (echoed in `x-request-id` and in every problem). Handlers name
+//! their caller with the [`Caller`] extractor, which resolves the client certificate's principal;
+//! every write goes through the sequencer, every read through the store's read pool.
+
+mod accounts;
+pub mod input;
+pub mod openapi;
+pub mod problem;
+mod transfers;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ledger::{Applied, CommandResult};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::identity::{Caller, PeerCertificate, Principals};
+use crate::store::{LedgerHandle, Store};
+use problem::{ApiCode, ApiError};
+
+/// Largest request body of a single-item endpoint.
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// Largest request body of the batch endpoint: 8190 transfers with room for metadata.
+pub const BATCH_REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most transfers in one batch request: one sequencer batch.
+pub const BATCH_LENGTH_MAX: usize = 8190;
+/// Most items on one page of a listing, and the default.
+pub const PAGE_LIMIT_MAX: u32 = 1000;
+pub const PAGE_LIMIT_DEFAULT: u32 = 100;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: LedgerHandle,
+    pub store: Store,
+    pub principals: Arc<Principals>,
+    pub clock: Clock,
+}
+
+pub fn router(state: AppState) -> Router {
+    let single = DefaultBodyLimit::max(REQUEST_BYTES_MAX);
+    Router::new()
+        .route("/v1/accounts", post(accounts::create).layer(single))
+        .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/{id}/balances", get(accounts::balances))
+        .route("/v1/accounts/{id}/transfers", get(accounts::transfers))
+        .route("/v1/transfers", post(transfers::create).layer(single))
+        .route(
+            "/v1/transfers/batch",
+            post(transfers::batch).layer(DefaultBodyLimit::max(BATCH_REQUEST_BYTES_MAX)),
+        )
+        .route("/v1/transfers/{id}", get(transfers::get))
+        .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
+        .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(middleware::from_fn(request_id))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ApiCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ApiCode::MethodNotAllowed, "the endpoint does not accept this method")
+}
+
+/// Gives each request an id, and renders any [`ApiError`] the handler returned as a problem that
+/// carries it.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = Uuid::new_v4().to_string();
+    let mut response = next.run(request).await;
+    if let Some(error) = response.extensions_mut().remove::<ApiError>() {
+        response = problem::render(&error.into_problem(&id));
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let certificate = parts
+            .extensions
+            .get::<PeerCertificate>()
+            .ok_or_else(|| ApiError::new(ApiCode::UnknownPrincipal, "no client certificate on this connection"))?;
+        state
+            .principals
+            .resolve(certificate)
+            .map_err(|reason| ApiError::new(ApiCode::UnknownPrincipal, reason))
+    }
+}
+
+/// The answer to a write of one item: 201 when it took effect now; 200 with `Idempotent-Replay: true`
+/// when the same request had already taken effect; the ledger's refusal otherwise.
+fn write_response<T: serde::Serialize>(
+    result: CommandResult,
+    field: Option<&str>,
+    body: impl FnOnce() -> Option<T>,
+) -> Result<Response, ApiError> {
+    let applied = result.map_err(|code| ApiError::ledger(code, field))?;
+    let body = body().ok_or_else(|| ApiError::internal(anyhow::anyhow!("a successful command returned no record")))?;
+    let json = axum::Json(body);
+    Ok(match applied {
+        Applied::Created => (StatusCode::CREATED, json).into_response(),
+        Applied::Exists => (
+            StatusCode::OK,
+            [(IDEMPOTENT_REPLAY, HeaderValue::from_static("true"))],
+            json,
+        )
+            .into_response(),
+    })
+}
+
+/// The one command a single-item request submitted: its receipt.
+async fn execute_one(state: &AppState, command: ledger::Command) -> Result<crate::store::Receipt, ApiError> {
+    let mut receipts = state.ledger.execute(vec![command]).await?;
+    receipts
+        .pop()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a submission of one command returned no receipt")))
+}
+
+/// Reads through the store; a database error is an internal error.
+fn read<T>(result: anyhow::Result<T>) -> Result<T, ApiError> {
+    result.map_err(ApiError::internal)
+}
+
+pub use accounts::CreateAccount;
+pub use transfers::{BatchRequest, CreateTransfer, PostPending, VoidPending};

@@ -1,0 +1,71 @@
+//! The OpenAPI document, generated from the handlers and types. The same document is committed as
+//! openapi.json at the repository root; a test keeps the two identical.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::api::{accounts, problem, transfers, views};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "finledger",
+        description = "Double-entry ledger over mutual TLS. Every request needs a client certificate \
+            naming a known principal. Amounts are decimal strings; times are RFC 3339 UTC; errors are \
+            RFC 9457 problems with a stable `code`. A write with an id used before returns the original \
+            result (200, `Idempotent-Replay: true`) or a 409 naming the differing field."
+    ),
+    paths(
+        accounts::create,
+        accounts::get,
+        accounts::balances,
+        accounts::transfers,
+        transfers::create,
+        transfers::batch,
+        transfers::get,
+        transfers::post_pending,
+        transfers::void_pending,
+        serve,
+    ),
+    components(schemas(
+        problem::Problem,
+        problem::ItemError,
+        views::AccountView,
+        views::TransferView,
+        views::BalancesView,
+        views::PendingView,
+        views::AccountFlagsView,
+        accounts::CreateAccount,
+        accounts::BalancesAt,
+        accounts::TransferPage,
+        transfers::CreateTransfer,
+        transfers::PendingOptions,
+        transfers::PostPending,
+        transfers::VoidPending,
+        transfers::BatchRequest,
+        transfers::BatchResponse,
+        transfers::ItemResult,
+        transfers::ItemStatus,
+    )),
+    tags(
+        (name = "accounts", description = "Accounts, balances and account history"),
+        (name = "transfers", description = "Single, batched and two-phase transfers"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as pretty-printed JSON, byte for byte what openapi.json holds.
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document always serializes");
+    text.push('\n');
+    text
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json")))]
+pub async fn serve() -> Json<serde_json::Value> {
+    Json(serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document always serializes"))
+}

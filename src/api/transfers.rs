@@ -1,0 +1,405 @@
+//! /v1/transfers: create one or a batch, read one, and post or void a pending transfer.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use ledger::{Applied, Command, ErrorCode, TransferFlags, TransferId, TransferRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api::input::{JsonBody, path_id};
+use crate::api::problem::{ApiCode, ApiError, ItemError, Problem};
+use crate::api::views::TransferView;
+use crate::api::{AppState, BATCH_LENGTH_MAX, execute_one, read, write_response};
+use crate::identity::Caller;
+use crate::store::{Receipt, Record};
+
+/// A transfer to create. The id is the idempotency key.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTransfer {
+    pub id: Uuid,
+    pub debit_account_id: Uuid,
+    pub credit_account_id: Uuid,
+    /// A positive decimal string with at most the currency's decimals.
+    #[schema(example = "12.34")]
+    pub amount: String,
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// The client's own transfer type, 1 to 65535.
+    pub code: u16,
+    /// Makes this a pending (two-phase) transfer that reserves the amount until posted, voided or
+    /// expired.
+    #[serde(default)]
+    pub pending: Option<PendingOptions>,
+    /// In a batch: this transfer and the next one succeed or fail together.
+    #[serde(default)]
+    pub linked: bool,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingOptions {
+    /// Seconds until the pending transfer expires (and is voided), at least 1.
+    pub timeout_s: u32,
+}
+
+impl CreateTransfer {
+    fn into_request(self) -> TransferRequest {
+        TransferRequest {
+            id: self.id,
+            debit_account_id: Some(self.debit_account_id),
+            credit_account_id: Some(self.credit_account_id),
+            amount: Some(self.amount),
+            currency: Some(self.currency),
+            code: self.code,
+            flags: TransferFlags {
+                linked: self.linked,
+                pending: self.pending.is_some(),
+                ..TransferFlags::default()
+            },
+            pending_id: None,
+            timeout_s: self.pending.map(|p| p.timeout_s),
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// The request field a refusal of a transfer concerns.
+fn transfer_field(code: ErrorCode) -> Option<&'static str> {
+    use ErrorCode::*;
+    Some(match code {
+        IdMustNotBeZero => "id",
+        InvalidAmount
+        | AmountMustNotBeZero
+        | AmountMustNotBeNegative
+        | AmountExceedsCurrencyScale
+        | AmountOverflow
+        | AmountRequired
+        | ExistsWithDifferentAmount
+        | ExceedsPendingTransferAmount
+        | PendingTransferHasDifferentAmount => "amount",
+        InvalidCurrency
+        | CurrencyHasNoMinorUnit
+        | CurrencyRequired
+        | ExistsWithDifferentCurrency
+        | CurrencyMismatch => "currency",
+        CodeMustNotBeZero | ExistsWithDifferentCode => "code",
+        MetadataMustBeObject | MetadataTooLarge | ExistsWithDifferentMetadata => "metadata",
+        DebitAccountIdMustNotBeZero | DebitAccountNotFound | ExistsWithDifferentDebitAccountId | ExceedsCredits => {
+            "debit_account_id"
+        }
+        CreditAccountIdMustNotBeZero | CreditAccountNotFound | ExistsWithDifferentCreditAccountId | ExceedsDebits => {
+            "credit_account_id"
+        }
+        AccountsMustBeDifferent => "credit_account_id",
+        TimeoutRequired | OverflowsTimeout | ExistsWithDifferentTimeout => "pending.timeout_s",
+        ExistsWithDifferentFlags => "pending",
+        LinkedEventChainOpen => "linked",
+        PendingIdMustNotBeZero
+        | PendingIdMustBeDifferent
+        | ExistsWithDifferentPendingId
+        | PendingTransferNotFound
+        | PendingTransferNotPending
+        | PendingTransferAlreadyPosted
+        | PendingTransferAlreadyVoided
+        | PendingTransferExpired => "pending_id",
+        _ => return None,
+    })
+}
+
+fn transfer_view(receipt: Receipt) -> Option<TransferView> {
+    match receipt.record {
+        Some(Record::Transfer(transfer)) => Some(TransferView::new(&transfer)),
+        _ => None,
+    }
+}
+
+/// Submits one transfer request and answers with its record or its refusal.
+async fn create_one(state: &AppState, request: TransferRequest) -> Result<Response, ApiError> {
+    let transfer = request
+        .parse()
+        .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
+    let receipt = execute_one(state, Command::CreateTransfer(transfer)).await?;
+    let result = receipt.result;
+    write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))
+}
+
+#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = CreateTransfer,
+    responses(
+        (status = 201, description = "Created and durably committed", body = TransferView),
+        (status = 200, description = "The same transfer was already created (header Idempotent-Replay: true)", body = TransferView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The id exists with different fields (code exists_with_different_<field>)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or refused by a ledger rule", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    _caller: Caller,
+    JsonBody(body): JsonBody<CreateTransfer>,
+) -> Result<Response, ApiError> {
+    create_one(&state, body.into_request()).await
+}
+
+/// Posts a pending transfer, fully or in part, as a transfer of its own.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostPending {
+    /// The id of the posting transfer (the idempotency key), not of the pending one.
+    pub id: Uuid,
+    /// At most the pending amount; the full pending amount when absent.
+    #[serde(default)]
+    #[schema(example = "5.00")]
+    pub amount: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Voids a pending transfer, as a transfer of its own.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoidPending {
+    /// The id of the voiding transfer (the idempotency key), not of the pending one.
+    pub id: Uuid,
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+fn resolution(
+    id: Uuid,
+    pending_id: Uuid,
+    flags: TransferFlags,
+    amount: Option<String>,
+    metadata: Option<serde_json::Value>,
+) -> TransferRequest {
+    TransferRequest {
+        id,
+        pending_id: Some(pending_id),
+        flags,
+        amount,
+        metadata,
+        ..TransferRequest::default()
+    }
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/post", tag = "transfers", request_body = PostPending,
+    params(("id" = Uuid, Path, description = "The pending transfer's id")),
+    responses(
+        (status = 201, description = "Posted", body = TransferView),
+        (status = 200, description = "Already posted by this same request (header Idempotent-Replay: true)", body = TransferView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such pending transfer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The id exists with different fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Already posted, voided or expired, amount too large, or invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn post_pending(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(pending_id): Path<String>,
+    JsonBody(body): JsonBody<PostPending>,
+) -> Result<Response, ApiError> {
+    let pending_id = path_id(&pending_id, "id")?;
+    let flags = TransferFlags {
+        post_pending_transfer: true,
+        ..TransferFlags::default()
+    };
+    create_one(
+        &state,
+        resolution(body.id, pending_id, flags, body.amount, body.metadata),
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/void", tag = "transfers", request_body = VoidPending,
+    params(("id" = Uuid, Path, description = "The pending transfer's id")),
+    responses(
+        (status = 201, description = "Voided", body = TransferView),
+        (status = 200, description = "Already voided by this same request (header Idempotent-Replay: true)", body = TransferView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such pending transfer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The id exists with different fields", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Already posted, voided or expired, or invalid field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn void_pending(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(pending_id): Path<String>,
+    JsonBody(body): JsonBody<VoidPending>,
+) -> Result<Response, ApiError> {
+    let pending_id = path_id(&pending_id, "id")?;
+    let flags = TransferFlags {
+        void_pending_transfer: true,
+        ..TransferFlags::default()
+    };
+    create_one(&state, resolution(body.id, pending_id, flags, None, body.metadata)).await
+}
+
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers",
+    params(("id" = Uuid, Path, description = "Transfer id")),
+    responses(
+        (status = 200, description = "The transfer", body = TransferView),
+        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such transfer", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let id = path_id(&id, "id")?;
+    let found = match TransferId::parse(id, ErrorCode::IdMustNotBeZero) {
+        Ok(id) => read(state.store.transfer(id).await)?,
+        Err(_) => None,
+    };
+    let transfer = found.ok_or_else(|| ApiError::new(ApiCode::TransferNotFound, format!("id: no transfer {id}")))?;
+    Ok(Json(TransferView::new(&transfer)))
+}
+
+/// Up to 8190 transfers, applied in order in one commit; linked chains succeed or fail together.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub transfers: Vec<CreateTransfer>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Created,
+    Exists,
+    Failed,
+}
+
+/// The result of one item of a batch, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemResult {
+    pub index: usize,
+    pub status: ItemStatus,
+    /// Set when the item failed: a ledger result code.
+    pub code: Option<String>,
+    pub detail: Option<String>,
+    /// Set when the item was created or already existed.
+    pub transfer: Option<TransferView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    pub results: Vec<ItemResult>,
+}
+
+#[utoipa::path(post, path = "/v1/transfers/batch", tag = "transfers", request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per item, in order; the batch committed as a whole", body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty or oversized batch, or items that can never be valid (listed in errors; nothing was applied)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Outcome unknown or shutting down; retry with the same ids", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn batch(
+    State(state): State<AppState>,
+    _caller: Caller,
+    JsonBody(body): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    let count = body.transfers.len();
+    if count == 0 {
+        return Err(ApiError::new(
+            ApiCode::BatchEmpty,
+            "transfers: at least one transfer is required",
+        ));
+    }
+    if count > BATCH_LENGTH_MAX {
+        return Err(ApiError::new(
+            ApiCode::BatchTooLarge,
+            format!("transfers: {count} items; the most is {BATCH_LENGTH_MAX}"),
+        ));
+    }
+    let commands = parse_items(body.transfers)?;
+    let receipts = state.ledger.execute(commands).await?;
+    let results = receipts
+        .into_iter()
+        .enumerate()
+        .map(|(index, receipt)| item_result(index, receipt))
+        .collect();
+    Ok(Json(BatchResponse { results }))
+}
+
+/// Every item as a command, or every item that can never be valid. A batch with such an item is
+/// refused whole: dropping it would silently change what its linked chain means.
+fn parse_items(items: Vec<CreateTransfer>) -> Result<Vec<Command>, ApiError> {
+    let mut commands = Vec::with_capacity(items.len());
+    let mut refused: Vec<(usize, ErrorCode)> = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item.into_request().parse() {
+            Ok(transfer) => commands.push(Command::CreateTransfer(transfer)),
+            Err(code) => refused.push((index, code)),
+        }
+    }
+    let Some(&(first_index, first_code)) = refused.first() else {
+        return Ok(commands);
+    };
+    let mut error = ApiError::ledger(first_code, None);
+    error.detail = format!(
+        "{} of the batch's items can never be valid; nothing was applied. First: {}",
+        refused.len(),
+        item_detail(first_index, first_code)
+    );
+    error.errors = refused
+        .into_iter()
+        .map(|(index, code)| ItemError {
+            index,
+            code: code.as_str().to_string(),
+            detail: item_detail(index, code),
+        })
+        .collect();
+    Err(error)
+}
+
+fn item_detail(index: usize, code: ErrorCode) -> String {
+    match transfer_field(code) {
+        Some(field) => format!("transfers[{index}].{field}: {code}"),
+        None => format!("transfers[{index}]: {code}"),
+    }
+}
+
+fn item_result(index: usize, receipt: Receipt) -> ItemResult {
+    match receipt.result {
+        Ok(applied) => ItemResult {
+            index,
+            status: match applied {
+                Applied::Created => ItemStatus::Created,
+                Applied::Exists => ItemStatus::Exists,
+            },
+            code: None,
+            detail: None,
+            transfer: transfer_view(receipt),
+        },
+        Err(code) => ItemResult {
+            index,
+            status: ItemStatus::Failed,
+            code: Some(code.as_str().to_string()),
+            detail: Some(item_detail(index, code)),
+            transfer: None,
+        },
+    }
+}

@@ -1,0 +1,111 @@
+//! The real service on random ports, over a fresh database and a PKI made for the test, with clients
+//! holding certificates of the demo principals.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use finledger::configuration::Settings;
+use finledger::identity::PrincipalKind;
+use finledger::pki::{CertificateAuthority, DEV_TRUST_DOMAIN, Issued, Profile};
+use finledger::startup::{Application, Database};
+
+use super::client::{ApiClient, Protocol, client_config};
+use super::{ManualClock, fresh_database, shared_cluster};
+
+#[derive(Parser)]
+struct Arguments {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// The service under test.
+pub struct TestApp {
+    pub application: Option<Application>,
+    pub ca: CertificateAuthority,
+    pub dir: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub port: u16,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(&[]).await
+    }
+
+    /// Starts the service; `extra` are further command-line settings.
+    pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ca = CertificateAuthority::generate("finledger test CA").expect("a CA");
+        write_pair(
+            dir.path(),
+            "server",
+            &ca.issue(&Profile::server()).expect("a server certificate"),
+        );
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("writing the CA");
+        let path = |name: &str| dir.path().join(name).to_str().expect("a UTF-8 path").to_string();
+        let principals = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/principals.toml");
+        let mut arguments = vec![
+            "finledger".to_string(),
+            "--api-listen=127.0.0.1:0".to_string(),
+            "--ops-listen=127.0.0.1:0".to_string(),
+            format!("--tls-cert={}", path("server.crt")),
+            format!("--tls-key={}", path("server.key")),
+            format!("--tls-client-ca={}", path("ca.crt")),
+            format!("--principals={}", principals.display()),
+            format!("--data-dir={}", path("var")),
+        ];
+        arguments.extend(extra.iter().map(|a| a.to_string()));
+        let settings = Arguments::try_parse_from(arguments)
+            .expect("valid test settings")
+            .settings;
+        let database = Database {
+            options: fresh_database(shared_cluster()).await,
+            local: None,
+        };
+        let clock = ManualClock::new();
+        let application = Application::start(&settings, database, clock.clock())
+            .await
+            .expect("the service starts");
+        TestApp {
+            port: application.api_address.port(),
+            application: Some(application),
+            ca,
+            dir,
+            clock,
+        }
+    }
+
+    /// A client certificate of the test CA for `name`, by SPIFFE ID and CN.
+    pub fn issue_client(&self, kind: PrincipalKind, name: &str) -> Issued {
+        self.ca
+            .issue(&Profile::client(DEV_TRUST_DOMAIN, kind, name))
+            .expect("a client certificate")
+    }
+
+    /// A client presenting `issued` (or no certificate).
+    pub fn client_with(&self, issued: Option<&Issued>, protocol: Protocol) -> ApiClient {
+        let identity = issued.map(|i| (i.cert_pem.as_str(), i.key_pem.as_str()));
+        ApiClient::new(self.port, client_config(&self.ca.cert_pem(), identity), protocol)
+    }
+
+    /// A client for one of the principals in policies/principals.toml.
+    pub fn client(&self, kind: PrincipalKind, name: &str) -> ApiClient {
+        self.client_with(Some(&self.issue_client(kind, name)), Protocol::Http2)
+    }
+
+    /// The `payments` service: the usual caller.
+    pub fn payments(&self) -> ApiClient {
+        self.client(PrincipalKind::Service, "payments")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(application) = self.application.take() {
+            application.stop().await;
+        }
+    }
+}
+
+pub fn write_pair(dir: &Path, name: &str, issued: &Issued) {
+    std::fs::write(dir.join(format!("{name}.crt")), &issued.cert_pem).expect("writing a certificate");
+    std::fs::write(dir.join(format!("{name}.key")), &issued.key_pem).expect("writing a key");
+}
