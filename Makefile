@@ -10,8 +10,14 @@ build: deps
 	cargo build --release --bin finledger
 
 # Starts the service on its embedded defaults: a local PostgreSQL under ./var/pg (created on the first
-# run, reused after), health on http://127.0.0.1:9464/healthz. Ctrl-C stops it cleanly.
+# run, reused after), a dev PKI under ./var/pki, the mTLS API on https://localhost:8443 and health on
+# http://127.0.0.1:9464/healthz. Ctrl-C stops it cleanly.
 run: build
+	@test -f var/pki/ca.crt || ./target/release/finledger certs init --out var/pki
+	@echo
+	@echo "Try it (the payments service's client certificate):"
+	@echo "  curl --cacert var/pki/ca.crt --cert var/pki/payments.crt --key var/pki/payments.key -H 'content-type: application/json' -d '{\"id\":\"5b8c4f1e-0000-4000-8000-000000000001\",\"currency\":\"USD\",\"code\":1,\"flags\":{},\"metadata\":{}}' https://localhost:8443/v1/accounts"
+	@echo
 	./target/release/finledger serve
 
 # Everything the tests need, then the whole suite (unit, property and integration tests).
@@ -22,9 +28,11 @@ check:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Durable transfers/s: spread vs hot account vs one-transaction-per-transfer baseline (see benches/RESULTS.md).
+# Durable transfers/s: spread vs hot account vs one-transaction-per-transfer baseline, then the mTLS API
+# load driver (see benches/RESULTS.md).
 bench: deps
 	cargo bench --bench ledger_throughput
+	cargo bench --bench api_load
 
 # Regenerate the offline query data after changing a query or a migration.
 sqlx-prepare: deps

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages finledger needs, skipping what is already present:
-# PostgreSQL server binaries (the embedded database for `make run` and the tests).
+# PostgreSQL server binaries (the embedded database for `make run` and the tests), and curl (the
+# README's API examples, which a test runs).
 set -euo pipefail
 
 missing=()
@@ -9,6 +10,7 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 fi
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
