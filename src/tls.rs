@@ -15,13 +15,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Extension;
 use axum::middleware::AddExtension;
-use axum_server::accept::Accept;
+use axum_server::accept::{Accept, NoDelayAcceptor};
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tower::Layer;
 
@@ -108,30 +108,30 @@ pub fn reload_on_sighup(config: RustlsConfig, files: TlsFiles) -> anyhow::Result
 /// request of the connection.
 #[derive(Clone)]
 pub struct ClientCertificateAcceptor {
-    inner: RustlsAcceptor,
+    inner: RustlsAcceptor<NoDelayAcceptor>,
 }
 
 impl ClientCertificateAcceptor {
     pub fn new(config: RustlsConfig) -> ClientCertificateAcceptor {
+        // Without TCP_NODELAY, a small response waits for the client's delayed ACK (~40 ms).
         ClientCertificateAcceptor {
-            inner: RustlsAcceptor::new(config),
+            inner: RustlsAcceptor::new(config).acceptor(NoDelayAcceptor::new()),
         }
     }
 }
 
-type AcceptFuture<I, S> =
-    Pin<Box<dyn Future<Output = io::Result<(TlsStream<I>, AddExtension<S, PeerCertificate>)>> + Send>>;
+type AcceptFuture<S> =
+    Pin<Box<dyn Future<Output = io::Result<(TlsStream<TcpStream>, AddExtension<S, PeerCertificate>)>> + Send>>;
 
-impl<I, S> Accept<I, S> for ClientCertificateAcceptor
+impl<S> Accept<TcpStream, S> for ClientCertificateAcceptor
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Send + 'static,
 {
-    type Stream = TlsStream<I>;
+    type Stream = TlsStream<TcpStream>;
     type Service = AddExtension<S, PeerCertificate>;
-    type Future = AcceptFuture<I, S>;
+    type Future = AcceptFuture<S>;
 
-    fn accept(&self, stream: I, service: S) -> Self::Future {
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let acceptor = self.inner.clone();
         Box::pin(async move {
             let (stream, service) = acceptor.accept(stream, service).await?;

@@ -76,13 +76,17 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `https://localhost:<port>`.
     pub fn new(port: u16, config: rustls::ClientConfig, protocol: Protocol) -> ApiClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        // Without TCP_NODELAY, a small request waits for the server's delayed ACK (~40 ms).
+        http.set_nodelay(true);
         // The connector offers by ALPN exactly the protocol asked for.
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_only();
         let connector = match protocol {
-            Protocol::Http1 => builder.enable_http1().build(),
-            Protocol::Http2 => builder.enable_http2().build(),
+            Protocol::Http1 => builder.enable_http1().wrap_connector(http),
+            Protocol::Http2 => builder.enable_http2().wrap_connector(http),
         };
         let mut builder = Client::builder(TokioExecutor::new());
         builder.http2_only(protocol == Protocol::Http2);
