@@ -690,5 +690,22 @@ async fn the_served_openapi_document_is_the_committed_one_and_lists_every_code()
     {
         assert!(listed.contains(&code), "{code} is missing from openapi.json");
     }
+    let statuses: std::collections::BTreeSet<String> = served.body["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .flat_map(|operation| operation["responses"].as_object().unwrap().keys().cloned())
+        .collect();
+    let api_statuses = finledger::api::problem::ApiCode::ALL.iter().map(|code| code.status());
+    let ledger_statuses = ledger::ErrorCode::ALL
+        .iter()
+        .map(|code| finledger::api::problem::ledger_status(*code));
+    for status in api_statuses.chain(ledger_statuses) {
+        assert!(
+            statuses.contains(status.as_str()),
+            "status {status} is missing from openapi.json"
+        );
+    }
     app.stop().await;
 }

@@ -47,6 +47,7 @@ use crate::api::{accounts, problem, transfers, views};
         transfers::ItemResult,
         transfers::ItemStatus,
     )),
+    modifiers(&EveryOperation),
     tags(
         (name = "accounts", description = "Accounts, balances and account history"),
         (name = "transfers", description = "Single, batched and two-phase transfers"),
@@ -54,6 +55,44 @@ use crate::api::{accounts, problem, transfers, views};
     )
 )]
 pub struct ApiDoc;
+
+/// Answers any operation can give, added to each: 405 for a method the path does not take, 500 when
+/// the service fails (the cause is logged, never returned). Unknown paths get 404 `not_found`.
+struct EveryOperation;
+
+impl utoipa::Modify for EveryOperation {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                responses.insert(
+                    "405".to_string(),
+                    problem("Method not allowed (code method_not_allowed)").into(),
+                );
+                responses.insert("500".to_string(), problem("Internal error (code internal)").into());
+            }
+        }
+    }
+}
 
 /// The document as pretty-printed JSON, byte for byte what openapi.json holds.
 pub fn document() -> String {
