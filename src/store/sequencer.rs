@@ -43,6 +43,10 @@ const WRITE_LOCK_KEY: i64 = 0x6669_6e6c_6564_6772; // "finledgr"
 /// Longest wait for a row or advisory lock in a batch transaction.
 const LOCK_TIMEOUT: &str = "10s";
 
+/// Commands that must be waiting before a batch joins others already in flight: enough to be worth a
+/// transaction of its own, few enough that single requests do not wait for a whole commit.
+const PIPELINE_JOIN_COMMANDS_MIN: usize = 32;
+
 /// Runs of one submission when its batch loses a race with another writer, before giving up.
 const ATTEMPTS_MAX: u32 = 3;
 
@@ -289,7 +293,8 @@ impl Sequencer {
             let can_start = self.in_flight.len() < self.config.commit_pipeline_depth;
             // A second batch joins the pipeline only when it is worth a transaction of its own;
             // otherwise submissions keep gathering for the next full batch.
-            let worth_starting = self.in_flight.is_empty() || queued_commands >= self.config.batch_size_max / 2;
+            let worth_starting = self.in_flight.is_empty()
+                || queued_commands >= (self.config.batch_size_max / 2).min(PIPELINE_JOIN_COMMANDS_MIN);
             if can_start && worth_starting && !self.queued.is_empty() {
                 let batch = self.gather(&mut receiver);
                 self.start(batch).await;
@@ -415,20 +420,21 @@ impl Sequencer {
         commands: &[Command],
         now: Timestamp,
     ) -> anyhow::Result<Prepared> {
-        sqlx::query("BEGIN").execute(&mut *connection).await?;
         // Lock order, the same for every batch of every instance: this advisory lock first, balance
         // and transfer rows next, the head row last. Batches take the advisory lock shared, so they
         // overlap. A batch that rebuilds the cache (at start, after a failure or a lost race) takes it
         // exclusive: it waits for running batches, new ones queue behind it, and it runs alone, so it
-        // cannot lose and every instance keeps making progress.
+        // cannot lose and every instance keeps making progress. BEGIN and the lock share one round trip.
         let exclusive = self.head.is_none();
-        sqlx::query!(
-            "SELECT pg_advisory_xact_lock($1) WHERE $2 UNION ALL SELECT pg_advisory_xact_lock_shared($1) WHERE NOT $2",
-            WRITE_LOCK_KEY,
-            exclusive
-        )
-        .execute(&mut *connection)
-        .await?;
+        let lock = if exclusive {
+            "pg_advisory_xact_lock"
+        } else {
+            "pg_advisory_xact_lock_shared"
+        };
+        let begin = format!("BEGIN; SELECT {lock}({WRITE_LOCK_KEY})");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
+            .execute(&mut *connection)
+            .await?;
         let expected = match self.head {
             Some(head) => head,
             None => {
@@ -663,28 +669,24 @@ async fn write_and_commit(
         return Err(StaleCache("the batch before this one did not commit".to_string()).into());
     }
     rows.update_existing(connection).await?;
-    // Locked last: the check orders this batch after any other instance's commits too.
-    let head = sqlx::query_as!(
-        Head,
-        "SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1 FOR UPDATE"
+    // Locked last: the check orders this batch after any other instance's commits too. The update
+    // matches only the head this batch was computed on; a head another writer moved is a lost race.
+    let moved = sqlx::query!(
+        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2
+         WHERE id = 1 AND batch_seq = $3 AND transfer_seq = $4",
+        next.batch_seq,
+        next.transfer_seq,
+        expected.batch_seq,
+        expected.transfer_seq
     )
-    .fetch_one(&mut *connection)
+    .execute(&mut *connection)
     .await?;
-    if head != expected {
+    if moved.rows_affected() != 1 {
         return Err(StaleCache(format!(
-            "the ledger head is at batch {}, not {}",
-            head.batch_seq, expected.batch_seq
+            "the ledger head moved past batch {} under another writer",
+            expected.batch_seq
         ))
         .into());
-    }
-    if next != expected {
-        sqlx::query!(
-            "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2 WHERE id = 1",
-            next.batch_seq,
-            next.transfer_seq
-        )
-        .execute(&mut *connection)
-        .await?;
     }
     sqlx::query("COMMIT").execute(&mut *connection).await?;
     Ok(())
