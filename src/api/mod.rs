@@ -142,6 +142,3 @@ async fn execute_one(state: &AppState, command: ledger::Command) -> Result<crate
 fn read<T>(result: anyhow::Result<T>) -> Result<T, ApiError> {
     result.map_err(ApiError::internal)
 }
-
-pub use accounts::CreateAccount;
-pub use transfers::{BatchRequest, CreateTransfer, PostPending, VoidPending};

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::clock::Clock;
-use crate::store::{BatchRows, StaleCache, load_accounts, load_open_pending, load_transfers};
+use crate::store::{BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_open_pending, load_transfers};
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -695,7 +695,9 @@ async fn write_and_commit(
 /// A writer connection. Its lock waits are bounded: a cycle through this process's own ordering of
 /// batches (invisible to PostgreSQL's deadlock detector) ends as a conflict, and the batch runs again.
 async fn connect(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
-    let options = options.clone().options([("lock_timeout", LOCK_TIMEOUT)]);
+    let options = options
+        .clone()
+        .options([("lock_timeout", LOCK_TIMEOUT), PLAN_PER_EXECUTION]);
     tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
         .map_err(|_| anyhow::anyhow!("connecting to PostgreSQL timed out after {CONNECT_TIMEOUT:?}"))?
