@@ -3,14 +3,9 @@
 
 mod helpers;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// The lines of the README's API example block.
 fn api_example() -> Vec<String> {
@@ -53,7 +48,7 @@ fn run(shell: &str, dir: &Path) -> (bool, String) {
 fn the_readme_curl_examples_work_after_serve_starts() {
     let dir = helpers::cluster_dir("readme");
     std::fs::create_dir_all(&dir).unwrap();
-    let (ops_port, api_port) = (free_port(), free_port());
+    let (ops_port, api_port) = (helpers::free_port(), helpers::free_port());
     let mut child = serve(&dir, ops_port, api_port);
     let lines: Vec<String> = api_example()
         .into_iter()

@@ -4,7 +4,7 @@
 mod helpers;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,12 +15,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sqlx::{Connection, PgConnection};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn serve(data_dir: &Path, port: u16) -> Child {
-    serve_with_api(data_dir, port, free_port())
+    serve_with_api(data_dir, port, helpers::free_port())
 }
 
 fn serve_with_api(data_dir: &Path, port: u16, api_port: u16) -> Child {
@@ -96,7 +92,7 @@ async fn local_connection(data_dir: &Path) -> PgConnection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_runs_on_embedded_postgres_stops_cleanly_and_reuses_its_data() {
     let data_dir = helpers::cluster_dir("serve");
-    let port = free_port();
+    let port = helpers::free_port();
 
     let mut first = serve(&data_dir, port);
     wait_ready(&mut first, port);
@@ -139,7 +135,7 @@ fn pki_config(data_dir: &Path, name: &str) -> rustls::ClientConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_certificates_without_dropping_open_connections() {
     let data_dir = helpers::cluster_dir("reload");
-    let (port, api_port) = (free_port(), free_port());
+    let (port, api_port) = (helpers::free_port(), helpers::free_port());
     let mut child = serve_with_api(&data_dir, port, api_port);
     wait_ready(&mut child, port);
     let old_config = pki_config(&data_dir, "payments");

@@ -47,6 +47,14 @@ pub fn cluster_dir(name: &str) -> PathBuf {
     root.join(format!("{}-{name}", std::process::id()))
 }
 
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 pub fn shared_cluster() -> &'static LocalPostgres {
     SHARED.get_or_init(|| LocalPostgres::start(&cluster_dir("shared")).expect("starting the test PostgreSQL"))
 }
