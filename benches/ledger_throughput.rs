@@ -43,7 +43,9 @@ fn settings() -> Settings {
     let full = std::env::args().any(|arg| arg == "--bench");
     let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Settings {
-        clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
+        // The pipeline keeps `commit_pipeline_depth` (3) batches of up to 8,190 in flight; 64 clients of
+        // 256 (16,384 transfers outstanding) cannot fill it, 256 clients can.
+        clients: env_or("FINLEDGER_BENCH_CLIENTS", 256),
         client_batch: env_or("FINLEDGER_BENCH_CLIENT_BATCH", 256),
         transfers: env_or("FINLEDGER_BENCH_TRANSFERS", scale(500_000, 20_000)),
         naive_transfers: env_or("FINLEDGER_BENCH_NAIVE_TRANSFERS", scale(20_000, 1_000)),

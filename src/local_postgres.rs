@@ -38,7 +38,7 @@ const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("wal_buffers", "64MB"),
     ("max_wal_size", "8GB"),
     ("checkpoint_timeout", "30min"),
-    ("max_connections", "200"),
+    ("max_connections", "300"),
     ("log_min_messages", "warning"),
 ];
 
