@@ -47,7 +47,8 @@ fn load() -> Load {
     Load {
         clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
         seconds: env_or("FINLEDGER_BENCH_SECONDS", scale(20, 1)) as u64,
-        batch_clients: env_or("FINLEDGER_BENCH_BATCH_CLIENTS", 8),
+        // Enough outstanding transfers (32 x 1,000) to keep the commit pipeline's 3 batches busy.
+        batch_clients: env_or("FINLEDGER_BENCH_BATCH_CLIENTS", 32),
         batch_size: env_or("FINLEDGER_BENCH_BATCH_SIZE", 1_000),
         batch_transfers: env_or("FINLEDGER_BENCH_BATCH_TRANSFERS", scale(400_000, 8_000)),
         repeats: env_or("FINLEDGER_BENCH_REPEATS", scale(3, 1)),

@@ -458,7 +458,8 @@ async fn a_batch_answers_in_order_and_a_failed_linked_chain_leaves_nothing() {
             ("created", None)
         ]
     );
-    assert_eq!(results[3]["transfer"]["id"], json!(id(33)));
+    assert_eq!(results[3]["id"], json!(id(33)));
+    assert_eq!(results[1]["id"], json!(id(31)));
     assert_problem(
         &client.get(&format!("/v1/transfers/{}", id(31))).await,
         StatusCode::NOT_FOUND,

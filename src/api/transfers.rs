@@ -293,12 +293,15 @@ pub enum ItemStatus {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemResult {
     pub index: usize,
+    /// The item's transfer id. The transfer itself is at GET /v1/transfers/{id}: answers stay small so
+    /// a batch of thousands costs little to encode and to read.
+    pub id: Uuid,
     pub status: ItemStatus,
     /// Set when the item failed: a ledger result code.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Set when the item was created or already existed.
-    pub transfer: Option<TransferView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,12 +337,14 @@ pub async fn batch(
             format!("transfers: {count} items; the most is {BATCH_LENGTH_MAX}"),
         ));
     }
+    let ids: Vec<Uuid> = body.transfers.iter().map(|transfer| transfer.id).collect();
     let commands = parse_items(body.transfers)?;
     let receipts = state.ledger.execute(commands).await?;
     let results = receipts
         .into_iter()
+        .zip(ids)
         .enumerate()
-        .map(|(index, receipt)| item_result(index, receipt))
+        .map(|(index, (receipt, id))| item_result(index, id, receipt))
         .collect();
     Ok(Json(BatchResponse { results }))
 }
@@ -382,24 +387,24 @@ fn item_detail(index: usize, code: ErrorCode) -> String {
     }
 }
 
-fn item_result(index: usize, receipt: Receipt) -> ItemResult {
+fn item_result(index: usize, id: Uuid, receipt: Receipt) -> ItemResult {
     match receipt.result {
         Ok(applied) => ItemResult {
             index,
+            id,
             status: match applied {
                 Applied::Created => ItemStatus::Created,
                 Applied::Exists => ItemStatus::Exists,
             },
             code: None,
             detail: None,
-            transfer: transfer_view(receipt),
         },
         Err(code) => ItemResult {
             index,
+            id,
             status: ItemStatus::Failed,
             code: Some(code.as_str().to_string()),
             detail: Some(item_detail(index, code)),
-            transfer: None,
         },
     }
 }
