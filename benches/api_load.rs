@@ -3,7 +3,8 @@
 //!
 //! Scenarios, each on a fresh database:
 //! - `single`: `clients` concurrent clients, each on its own connection, POST one transfer at a time
-//!   for `seconds`; throughput and latency percentiles, over HTTP/2 and over HTTP/1.1;
+//!   for `seconds`, once as fast as they are answered and once at a fixed total `rate` (5,000/s);
+//!   throughput and latency percentiles, over HTTP/2 and over HTTP/1.1;
 //! - `batch`: `batch_clients` concurrent clients POST /v1/transfers/batch with `batch_size` transfers
 //!   each; transfers/s.
 //!
@@ -29,6 +30,7 @@ const ACCOUNTS: u128 = 1_000;
 
 struct Load {
     clients: usize,
+    rate_per_s: f64,
     seconds: u64,
     batch_clients: usize,
     batch_size: usize,
@@ -46,6 +48,7 @@ fn load() -> Load {
     let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Load {
         clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
+        rate_per_s: env_or("FINLEDGER_BENCH_RATE", 5_000) as f64,
         seconds: env_or("FINLEDGER_BENCH_SECONDS", scale(20, 1)) as u64,
         // Enough outstanding transfers (32 x 1,000) to keep the commit pipeline's 3 batches busy.
         batch_clients: env_or("FINLEDGER_BENCH_BATCH_CLIENTS", 32),
@@ -134,6 +137,7 @@ async fn single_run(
     name: &str,
     dir: &std::path::Path,
     protocol: Protocol,
+    rate_per_s: Option<f64>,
     load: &Load,
 ) -> SingleResult {
     let (application, config) = start(cluster, name, dir).await;
@@ -142,14 +146,27 @@ async fn single_run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(load.seconds);
     let mut tasks = Vec::new();
-    for worker in 0..load.clients {
+    // At a fixed rate, each client sends on a schedule and latency counts from the scheduled time, so
+    // a slow answer that delays the next request is charged to it too (no coordinated omission).
+    let interval = rate_per_s.map(|rate| Duration::from_secs_f64(load.clients as f64 / rate));
+    let clients = load.clients;
+    for worker in 0..clients {
         let client = ApiClient::new(port, config.clone(), protocol);
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(worker as u64);
             let mut latencies_us = Vec::new();
+            let mut scheduled =
+                started + interval.map_or(Duration::ZERO, |i| i.mul_f64(worker as f64 / clients as f64));
             while Instant::now() < deadline {
                 let body = transfer(&mut rng);
-                let sent = Instant::now();
+                let sent = match interval {
+                    Some(interval) => {
+                        tokio::time::sleep_until(scheduled.into()).await;
+                        scheduled += interval;
+                        scheduled - interval
+                    }
+                    None => Instant::now(),
+                };
                 let answer = client.post("/v1/transfers", &body).await;
                 latencies_us.push(sent.elapsed().as_micros() as u64);
                 assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
@@ -179,7 +196,7 @@ async fn batch_run(cluster: &LocalPostgres, name: &str, dir: &std::path::Path, l
     let (application, config) = start(cluster, name, dir).await;
     let port = application.api_address.port();
     create_accounts(&ApiClient::new(port, config.clone(), Protocol::Http2)).await;
-    let batches_per_client = load.batch_transfers / load.batch_size / load.batch_clients;
+    let batches_per_client = (load.batch_transfers / load.batch_size / load.batch_clients).max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..load.batch_clients {
@@ -218,16 +235,23 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cluster = LocalPostgres::start(&dir.path().join("pg"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut single: Vec<(Protocol, Vec<SingleResult>)> =
-        vec![(Protocol::Http2, Vec::new()), (Protocol::Http1, Vec::new())];
+    let mut single: Vec<(Protocol, Option<f64>, Vec<SingleResult>)> = [Protocol::Http2, Protocol::Http1]
+        .into_iter()
+        .flat_map(|protocol| {
+            [
+                (protocol, None, Vec::new()),
+                (protocol, Some(load.rate_per_s), Vec::new()),
+            ]
+        })
+        .collect();
     let mut batch = Vec::new();
     runtime.block_on(async {
         for repeat in 0..load.repeats {
-            for (protocol, results) in &mut single {
-                let name = format!("single_{protocol:?}_{repeat}").to_lowercase();
-                let result = single_run(&cluster, &name, dir.path(), *protocol, &load).await;
+            for (protocol, rate, results) in &mut single {
+                let name = format!("single_{protocol:?}_{}_{repeat}", rate.is_some()).to_lowercase();
+                let result = single_run(&cluster, &name, dir.path(), *protocol, *rate, &load).await;
                 eprintln!(
-                    "repeat {repeat} {protocol:?}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
+                    "repeat {repeat} {protocol:?} rate {rate:?}: {:.0} req/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms",
                     result.requests_per_s, result.p50_ms, result.p95_ms, result.p99_ms
                 );
                 results.push(result);
@@ -242,10 +266,14 @@ fn main() -> anyhow::Result<()> {
     );
     println!("| scenario | requests/s | p50 ms | p95 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    for (protocol, results) in &single {
+    for (protocol, rate, results) in &single {
         let pick = |f: fn(&SingleResult) -> f64| median(&mut results.iter().map(f).collect::<Vec<_>>());
+        let pace = match rate {
+            Some(rate) => format!("at a fixed {rate:.0} requests/s"),
+            None => "as fast as answered".to_string(),
+        };
         println!(
-            "| (a) single transfers, {} clients, {protocol:?} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| (a) single transfers, {} clients, {protocol:?}, {pace} | {:.0} | {:.2} | {:.2} | {:.2} |",
             load.clients,
             pick(|r| r.requests_per_s),
             pick(|r| r.p50_ms),
