@@ -123,7 +123,6 @@ async fn load_account(state: &AppState, id: &str) -> Result<ledger::Account, Api
     params(("id" = Uuid, Path, description = "Account id")),
     responses(
         (status = 200, description = "The account with its current balances", body = AccountView),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -154,7 +153,6 @@ pub struct BalancesAt {
     params(("id" = Uuid, Path, description = "Account id"), BalancesQuery),
     responses(
         (status = 200, description = "Balances now, or as of the given time", body = BalancesAt),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Malformed id or as_of, or as_of in the future", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -212,7 +210,6 @@ pub struct TransferPage {
     responses(
         (status = 200, description = "The account's transfers in commit order", body = TransferPage),
         (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id or limit", body = Problem, content_type = "application/problem+json"),
     ))]

@@ -56,8 +56,9 @@ use crate::api::{accounts, problem, transfers, views};
 )]
 pub struct ApiDoc;
 
-/// Answers any operation can give, added to each: 405 for a method the path does not take, 500 when
-/// the service fails (the cause is logged, never returned). Unknown paths get 404 `not_found`.
+/// Answers any operation can give, added to each: 403 when the certificate names no known principal
+/// (every operation but this document's), 405 for a method the path does not take, 500 when the
+/// service fails (the cause is logged, never returned). Unknown paths get 404 `not_found`.
 struct EveryOperation;
 
 impl utoipa::Modify for EveryOperation {
@@ -83,7 +84,13 @@ impl utoipa::Modify for EveryOperation {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                let public = operation.tags.iter().flatten().any(|tag| tag == "meta");
                 let responses = &mut operation.responses.responses;
+                if !public {
+                    responses
+                        .entry("403".to_string())
+                        .or_insert_with(|| problem("Unknown principal (code unknown_principal)").into());
+                }
                 responses.insert(
                     "405".to_string(),
                     problem("Method not allowed (code method_not_allowed)").into(),

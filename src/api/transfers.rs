@@ -134,7 +134,6 @@ async fn create_one(state: &AppState, request: TransferRequest) -> Result<Respon
         (status = 201, description = "Created and durably committed", body = TransferView),
         (status = 200, description = "The same transfer was already created (header Idempotent-Replay: true)", body = TransferView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different fields (code exists_with_different_<field>)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -175,21 +174,22 @@ pub struct VoidPending {
     pub metadata: Option<serde_json::Value>,
 }
 
+/// A post or void of the pending transfer named in the URL, as a transfer request of its own.
 fn resolution(
-    id: Uuid,
-    pending_id: Uuid,
+    pending_id: &str,
     flags: TransferFlags,
+    id: Uuid,
     amount: Option<String>,
     metadata: Option<serde_json::Value>,
-) -> TransferRequest {
-    TransferRequest {
+) -> Result<TransferRequest, ApiError> {
+    Ok(TransferRequest {
         id,
-        pending_id: Some(pending_id),
+        pending_id: Some(path_id(pending_id, "id")?),
         flags,
         amount,
         metadata,
         ..TransferRequest::default()
-    }
+    })
 }
 
 #[utoipa::path(post, path = "/v1/transfers/{id}/post", tag = "transfers", request_body = PostPending,
@@ -198,7 +198,6 @@ fn resolution(
         (status = 201, description = "Posted", body = TransferView),
         (status = 200, description = "Already posted by this same request (header Idempotent-Replay: true)", body = TransferView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such pending transfer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -212,14 +211,13 @@ pub async fn post_pending(
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<PostPending>,
 ) -> Result<Response, ApiError> {
-    let pending_id = path_id(&pending_id, "id")?;
     let flags = TransferFlags {
         post_pending_transfer: true,
         ..TransferFlags::default()
     };
     create_one(
         &state,
-        resolution(body.id, pending_id, flags, body.amount, body.metadata),
+        resolution(&pending_id, flags, body.id, body.amount, body.metadata)?,
     )
     .await
 }
@@ -230,7 +228,6 @@ pub async fn post_pending(
         (status = 201, description = "Voided", body = TransferView),
         (status = 200, description = "Already voided by this same request (header Idempotent-Replay: true)", body = TransferView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such pending transfer", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
@@ -244,19 +241,17 @@ pub async fn void_pending(
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<VoidPending>,
 ) -> Result<Response, ApiError> {
-    let pending_id = path_id(&pending_id, "id")?;
     let flags = TransferFlags {
         void_pending_transfer: true,
         ..TransferFlags::default()
     };
-    create_one(&state, resolution(body.id, pending_id, flags, None, body.metadata)).await
+    create_one(&state, resolution(&pending_id, flags, body.id, None, body.metadata)?).await
 }
 
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers",
     params(("id" = Uuid, Path, description = "Transfer id")),
     responses(
         (status = 200, description = "The transfer", body = TransferView),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such transfer", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -313,7 +308,6 @@ pub struct BatchResponse {
     responses(
         (status = 200, description = "One result per item, in order; the batch committed as a whole", body = BatchResponse),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Empty or oversized batch, or items that can never be valid (listed in errors; nothing was applied)", body = Problem, content_type = "application/problem+json"),
