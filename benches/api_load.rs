@@ -11,6 +11,8 @@
 //! Run: `cargo bench --bench api_load` (settings via FINLEDGER_BENCH_* variables below). Each scenario
 //! runs `REPEATS` times; medians are reported.
 
+mod support;
+
 #[path = "../tests/helpers/client.rs"]
 mod client;
 
@@ -24,6 +26,7 @@ use finledger::startup::{Application, Database};
 use hyper::StatusCode;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use support::{env_or, median, scale};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 1_000;
@@ -38,14 +41,8 @@ struct Load {
     repeats: usize,
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// `cargo bench` passes `--bench`; under `cargo test` the same code runs as a small smoke test.
+/// Full sizes under `cargo bench`, small ones under `cargo test`.
 fn load() -> Load {
-    let full = std::env::args().any(|arg| arg == "--bench");
-    let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Load {
         clients: env_or("FINLEDGER_BENCH_CLIENTS", 64),
         rate_per_s: env_or("FINLEDGER_BENCH_RATE", 5_000) as f64,
@@ -223,11 +220,6 @@ async fn batch_run(cluster: &LocalPostgres, name: &str, dir: &std::path::Path, l
     let elapsed = started.elapsed().as_secs_f64();
     application.stop().await;
     (batches_per_client * load.batch_clients * load.batch_size) as f64 / elapsed
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {

@@ -10,6 +10,8 @@
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
 //! Each scenario runs `REPEATS` times; the median is reported with ratios.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
 use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
+use support::{env_or, median, scale};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 10_000;
@@ -34,14 +37,8 @@ struct Settings {
     pipeline_depth: usize,
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// `cargo bench` passes `--bench`; under `cargo test` the same code runs as a small smoke test.
+/// Full sizes under `cargo bench`, small ones under `cargo test`.
 fn settings() -> Settings {
-    let full = std::env::args().any(|arg| arg == "--bench");
-    let scale = |full_size: usize, smoke_size: usize| if full { full_size } else { smoke_size };
     Settings {
         // The pipeline keeps `commit_pipeline_depth` (3) batches of up to 8,190 in flight; 64 clients of
         // 256 (16,384 transfers outstanding) cannot fill it, 256 clients can.
@@ -229,11 +226,6 @@ async fn naive_transfer(connection: &mut PgConnection, seq: i64, debit: u128, cr
         .await
         .expect("credit");
     transaction.commit().await.expect("commit");
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
