@@ -1,7 +1,13 @@
 //! finledger's tamper-evident audit log, independent of the ledger's business rules and free of I/O.
 //!
+//! - [`record`]: audit records and their canonical, versioned encoding (the hashed bytes are the
+//!   stored bytes).
 //! - [`merkle`]: RFC 6962 Merkle tree hashing, inclusion and consistency proofs.
+//! - [`note`]: C2SP checkpoints in Ed25519-signed notes, signed only when consistent with the last.
 
 pub mod merkle;
+pub mod note;
+pub mod record;
 
 pub use merkle::Hash;
+pub use record::{Actor, Event, Record};

@@ -135,6 +135,8 @@ pub enum ProofError {
     WrongLength { expected: usize, actual: usize },
     #[error("the proof does not lead to the expected root")]
     RootMismatch,
+    #[error("a subtree of 2^{level} leaves cannot follow {size} leaves")]
+    Misaligned { size: u64, level: u8 },
 }
 
 fn check_size(size: u64) -> Result<(), ProofError> {
@@ -269,6 +271,28 @@ impl TreeHasher {
         self.push_reporting(leaf, |_, _| {});
     }
 
+    /// Appends a whole perfect subtree of 2^`level` leaves, given its hash. The tree's size must be a
+    /// multiple of the subtree's, as it is for the parts of a [`Span`] appended in order.
+    pub fn push_subtree(&mut self, level: u8, hash: Hash) -> Result<(), ProofError> {
+        let leaves = 1u64.checked_shl(level.into()).filter(|leaves| self.size % leaves == 0);
+        let Some(size) = leaves.and_then(|leaves| self.size.checked_add(leaves)) else {
+            return Err(ProofError::Misaligned { size: self.size, level });
+        };
+        check_size(size)?;
+        let mut node = hash;
+        let mut carry = self.size >> level;
+        while carry & 1 == 1 {
+            let Some(left) = self.subtrees.pop() else {
+                unreachable!("one subtree per set bit of the size")
+            };
+            node = node_hash(&left, &node);
+            carry >>= 1;
+        }
+        self.subtrees.push(node);
+        self.size = size;
+        Ok(())
+    }
+
     /// Appends a leaf and calls `completed` with every perfect subtree of two or more leaves that it
     /// completes, smallest first.
     pub fn push_reporting(&mut self, leaf: Hash, mut completed: impl FnMut(Subtree, &Hash)) {
@@ -371,12 +395,25 @@ mod tests {
         for leaf in &leaves[..50] {
             whole.push_leaf_hash(*leaf);
         }
-        let mut resumed = TreeHasher::from_frontier(50, whole.frontier().to_vec()).unwrap();
+        let resumed_frontier = whole.frontier().to_vec();
+        let mut resumed = TreeHasher::from_frontier(50, resumed_frontier.clone()).unwrap();
         for leaf in &leaves[50..] {
             whole.push_leaf_hash(*leaf);
             resumed.push_leaf_hash(*leaf);
         }
         assert_eq!(whole, resumed);
+        let mut by_subtrees = TreeHasher::from_frontier(50, resumed_frontier.clone()).unwrap();
+        for subtree in (Span { start: 50, end: 77 }).subtrees() {
+            let range = subtree.first_leaf() as usize..subtree.end_leaf() as usize;
+            by_subtrees
+                .push_subtree(subtree.level, reference_root(&leaves[range]))
+                .unwrap();
+        }
+        assert_eq!(by_subtrees.root(), whole.root());
+        assert_eq!(
+            by_subtrees.push_subtree(1, [0; 32]),
+            Err(ProofError::Misaligned { size: 77, level: 1 })
+        );
         assert_eq!(
             TreeHasher::from_frontier(50, vec![[0; 32]]),
             Err(ProofError::WrongLength { expected: 3, actual: 1 })
