@@ -182,20 +182,13 @@ pub const SEQ_OFFSET: usize = 4;
 
 impl Record {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Writer(Vec::with_capacity(192));
-        out.bytes(&MAGIC);
-        out.u64(self.seq);
-        out.u64(self.timestamp_micros as u64);
-        out.u16(self.event.type_code());
-        out.str(&self.actor.principal);
-        out.opt_hash(self.actor.certificate_sha256.as_ref());
-        let length_at = out.0.len();
-        out.u32(0);
-        encode_event(&mut out, &self.event);
-        let length = (out.0.len() - length_at - 4) as u32;
-        out.0[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
-        out.bytes(&self.prev_hash);
-        out.0
+        encode(
+            self.seq,
+            self.timestamp_micros,
+            &self.actor,
+            &self.event,
+            &self.prev_hash,
+        )
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
@@ -229,6 +222,24 @@ impl Record {
             prev_hash,
         })
     }
+}
+
+/// The encoding of the record with these fields (see [`Record::encode`]), without building one.
+pub fn encode(seq: u64, timestamp_micros: i64, actor: &Actor, event: &Event, prev_hash: &Hash) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(192));
+    out.bytes(&MAGIC);
+    out.u64(seq);
+    out.u64(timestamp_micros as u64);
+    out.u16(event.type_code());
+    out.str(&actor.principal);
+    out.opt_hash(actor.certificate_sha256.as_ref());
+    let length_at = out.0.len();
+    out.u32(0);
+    encode_event(&mut out, event);
+    let length = (out.0.len() - length_at - 4) as u32;
+    out.0[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
+    out.bytes(prev_hash);
+    out.0
 }
 
 /// The seq of an encoded record, read without parsing the rest.
