@@ -127,7 +127,7 @@ async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings:
         commit_pipeline_depth: settings.pipeline_depth,
         ..SequencerConfig::default()
     };
-    let (ledger, shutdown) = sequencer::spawn(options, config, finledger::clock::system());
+    let (ledger, shutdown) = sequencer::spawn(options, config, bench_audit(), finledger::clock::system());
     create_accounts(&ledger).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
@@ -162,7 +162,12 @@ async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings:
 /// The baseline: each transfer is its own transaction that locks both accounts.
 async fn naive_run(cluster: &LocalPostgres, name: &str, settings: &Settings, seed: u64) -> f64 {
     let options = fresh_database(cluster, name).await;
-    let (ledger, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), finledger::clock::system());
+    let (ledger, shutdown) = sequencer::spawn(
+        options.clone(),
+        SequencerConfig::default(),
+        bench_audit(),
+        finledger::clock::system(),
+    );
     create_accounts(&ledger).await;
     shutdown.drain().await;
     let pairs = Arc::new(pairs(settings.naive_transfers, false, seed));
@@ -264,4 +269,11 @@ fn main() -> anyhow::Result<()> {
         spread / naive
     );
     Ok(())
+}
+
+fn bench_audit() -> finledger::store::AuditMode {
+    finledger::store::AuditMode::Signed {
+        signer: std::sync::Arc::new(audit::note::NoteSigner::generate("finledger.bench/audit").expect("a key")),
+        checkpoint_interval: std::time::Duration::ZERO,
+    }
 }

@@ -67,6 +67,15 @@ pub struct Settings {
     #[arg(long, env = "FINLEDGER_DB_CONNECTIONS_MAX", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_connections_max: u32,
 
+    /// The audit log's checkpoint signing key (C2SP signed-note format; `finledger audit keygen`
+    /// makes one). Without it, <data-dir>/audit/checkpoint.key is used, and created when missing.
+    #[arg(long, env = "FINLEDGER_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+
+    /// Sign an audit checkpoint after every commit (0), or at most this often, in milliseconds.
+    #[arg(long, env = "FINLEDGER_AUDIT_CHECKPOINT_INTERVAL_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub audit_checkpoint_interval_ms: u64,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "FINLEDGER_LOG", default_value = "info")]
     pub log: String,
@@ -80,6 +89,13 @@ impl Settings {
             account_cache_max: self.account_cache_max as usize,
             commit_pipeline_depth: self.commit_pipeline_depth as usize,
         }
+    }
+
+    /// The checkpoint signing key file: the configured one, or the dev key's.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit").join("checkpoint.key"))
     }
 
     pub fn postgres_dir(&self) -> PathBuf {

@@ -133,6 +133,20 @@ pub struct Caller {
     pub certificate_sha256: String,
 }
 
+impl Caller {
+    /// Who the audit log names for this caller's commands.
+    pub fn actor(&self) -> audit::Actor {
+        let mut fingerprint = [0u8; 32];
+        let certificate_sha256 = hex::decode_to_slice(&self.certificate_sha256, &mut fingerprint)
+            .ok()
+            .map(|()| fingerprint);
+        audit::Actor {
+            principal: self.principal.name.clone(),
+            certificate_sha256,
+        }
+    }
+}
+
 /// The principals file: every principal that may call the service.
 #[derive(Debug)]
 pub struct Principals {

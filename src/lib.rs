@@ -7,6 +7,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod configuration;
+pub mod evidence;
 pub mod identity;
 pub mod local_postgres;
 pub mod ops;

@@ -216,7 +216,7 @@ pub fn init(dir: &Path, trust_domain: &str, force: bool) -> anyhow::Result<Vec<P
     Ok(written)
 }
 
-fn write_file(path: &Path, contents: &[u8], mode: u32, written: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn write_file(path: &Path, contents: &[u8], mode: u32, written: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     // Written to a new file and renamed, so a key is never readable with the wrong mode, even briefly.
     let temporary = path.with_extension("tmp");
     let _ = fs::remove_file(&temporary);

@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::configuration::Settings;
 use crate::identity::Principals;
 use crate::local_postgres::LocalPostgres;
-use crate::store::{self, Store, sequencer};
+use crate::store::{self, AuditMode, Store, sequencer};
 use crate::tls::{self, ClientCertificateAcceptor};
 
 /// The database the service runs on, and the local cluster when the service owns one.
@@ -102,12 +102,22 @@ impl Application {
         }
         let tls = RustlsConfig::from_config(tls::server_config(&settings.tls_files())?);
         let store = Store::connect(database.options.clone(), settings.db_connections_max).await?;
-        let (ledger, sequencer) = sequencer::spawn(database.options.clone(), settings.sequencer(), clock.clone());
+        let audit_key = Arc::new(crate::evidence::service_key(
+            &settings.audit_key_path(),
+            settings.audit_key.is_some(),
+        )?);
+        let audit = AuditMode::Signed {
+            signer: audit_key.clone(),
+            checkpoint_interval: Duration::from_millis(settings.audit_checkpoint_interval_ms),
+        };
+        let (ledger, sequencer) =
+            sequencer::spawn(database.options.clone(), settings.sequencer(), audit, clock.clone());
         let state = AppState {
             ledger,
             store: store.clone(),
             principals,
             clock,
+            audit_key: audit_key.verifier(),
         };
         let ops_listener = TcpListener::bind(settings.ops_listen)
             .await

@@ -348,7 +348,8 @@ async fn a_small_account_cache_still_gives_exact_balances() {
         account_cache_max: 10,
         ..SequencerConfig::default()
     };
-    let (handle, shutdown) = finledger::store::sequencer::spawn(options.clone(), config, finledger::clock::system());
+    let (handle, shutdown) =
+        finledger::store::sequencer::spawn(options.clone(), config, test_audit(), finledger::clock::system());
     let mut setup: Vec<Command> = (0..50u128).map(|n| account(1 + n, DEBITS_LIMITED)).collect();
     setup.push(account(100, UNLIMITED));
     setup.extend((0..50u128).map(|n| transfer(1_000 + n, 100, 1 + n, 300)));

@@ -274,7 +274,9 @@ impl TreeHasher {
     /// Appends a whole perfect subtree of 2^`level` leaves, given its hash. The tree's size must be a
     /// multiple of the subtree's, as it is for the parts of a [`Span`] appended in order.
     pub fn push_subtree(&mut self, level: u8, hash: Hash) -> Result<(), ProofError> {
-        let leaves = 1u64.checked_shl(level.into()).filter(|leaves| self.size.is_multiple_of(*leaves));
+        let leaves = 1u64
+            .checked_shl(level.into())
+            .filter(|leaves| self.size.is_multiple_of(*leaves));
         let Some(size) = leaves.and_then(|leaves| self.size.checked_add(leaves)) else {
             return Err(ProofError::Misaligned { size: self.size, level });
         };

@@ -9,6 +9,8 @@
 //! A log must never sign a checkpoint that is inconsistent with one it signed before:
 //! [`CheckpointSigner::sign`] signs only after verifying a consistency proof from its last checkpoint.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ring::rand::SecureRandom;
@@ -320,13 +322,13 @@ pub struct Inconsistent {
 /// Signs checkpoints of one log, each only if it is consistent with the one signed before.
 #[derive(Debug)]
 pub struct CheckpointSigner {
-    signer: NoteSigner,
+    signer: Arc<NoteSigner>,
     last: Option<Checkpoint>,
 }
 
 impl CheckpointSigner {
     /// `last` is the latest checkpoint this log signed, if any.
-    pub fn new(signer: NoteSigner, last: Option<Checkpoint>) -> CheckpointSigner {
+    pub fn new(signer: Arc<NoteSigner>, last: Option<Checkpoint>) -> CheckpointSigner {
         CheckpointSigner { signer, last }
     }
 
@@ -467,7 +469,7 @@ mod tests {
         };
         let subtree =
             |leaves: &[Hash], s: merkle::Subtree| tree(&leaves[s.first_leaf() as usize..s.end_leaf() as usize]);
-        let mut signer = CheckpointSigner::new(signer(), None);
+        let mut signer = CheckpointSigner::new(Arc::new(signer()), None);
         signer.sign(6, tree(&leaves[..6]), &[]).unwrap();
         let proof: Vec<Hash> = merkle::consistency_spans(6, 10)
             .unwrap()

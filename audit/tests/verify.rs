@@ -101,7 +101,7 @@ fn build(events: &[Event]) -> Log {
         .enumerate()
         .map(|(i, event)| appender.append(1_000 + i as i64, &actor, event, |_, _| {}).bytes)
         .collect();
-    let signed = CheckpointSigner::new(signer(), None)
+    let signed = CheckpointSigner::new(std::sync::Arc::new(signer()), None)
         .sign(appender.size(), appender.root(), &[])
         .unwrap();
     Log {

@@ -102,7 +102,7 @@ pub async fn create(
     let account = request
         .parse()
         .map_err(|code| ApiError::ledger(code, account_field(code)))?;
-    let receipt = execute_one(&state, Command::CreateAccount(account)).await?;
+    let receipt = execute_one(&state, &caller, Command::CreateAccount(account)).await?;
     let field = receipt.result.err().and_then(account_field);
     write_response(receipt.result, field, || match receipt.record {
         Some(Record::Account(account)) => Some(AccountView::new(&account)),

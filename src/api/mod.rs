@@ -14,6 +14,7 @@ pub mod views;
 
 use std::sync::Arc;
 
+use audit::note::NoteVerifier;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub store: Store,
     pub principals: Arc<Principals>,
     pub clock: Clock,
+    /// The audit log's public key, served to auditors.
+    pub audit_key: NoteVerifier,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -131,8 +134,12 @@ fn write_response<T: serde::Serialize>(
 }
 
 /// The one command a single-item request submitted: its receipt.
-async fn execute_one(state: &AppState, command: ledger::Command) -> Result<crate::store::Receipt, ApiError> {
-    let mut receipts = state.ledger.execute(vec![command]).await?;
+async fn execute_one(
+    state: &AppState,
+    caller: &Caller,
+    command: ledger::Command,
+) -> Result<crate::store::Receipt, ApiError> {
+    let mut receipts = state.ledger.acting_as(caller.actor()).execute(vec![command]).await?;
     receipts
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a submission of one command returned no receipt")))

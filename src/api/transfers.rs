@@ -120,11 +120,11 @@ fn transfer_view(receipt: Receipt) -> Option<TransferView> {
 }
 
 /// Submits one transfer request and answers with its record or its refusal.
-async fn create_one(state: &AppState, request: TransferRequest) -> Result<Response, ApiError> {
+async fn create_one(state: &AppState, caller: &Caller, request: TransferRequest) -> Result<Response, ApiError> {
     let transfer = request
         .parse()
         .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
-    let receipt = execute_one(state, Command::CreateTransfer(transfer)).await?;
+    let receipt = execute_one(state, caller, Command::CreateTransfer(transfer)).await?;
     let result = receipt.result;
     write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))
 }
@@ -142,10 +142,10 @@ async fn create_one(state: &AppState, request: TransferRequest) -> Result<Respon
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     JsonBody(body): JsonBody<CreateTransfer>,
 ) -> Result<Response, ApiError> {
-    create_one(&state, body.into_request()).await
+    create_one(&state, &caller, body.into_request()).await
 }
 
 /// Posts a pending transfer, fully or in part, as a transfer of its own.
@@ -207,7 +207,7 @@ fn resolution(
     ))]
 pub async fn post_pending(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<PostPending>,
 ) -> Result<Response, ApiError> {
@@ -217,6 +217,7 @@ pub async fn post_pending(
     };
     create_one(
         &state,
+        &caller,
         resolution(&pending_id, flags, body.id, body.amount, body.metadata)?,
     )
     .await
@@ -237,7 +238,7 @@ pub async fn post_pending(
     ))]
 pub async fn void_pending(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<VoidPending>,
 ) -> Result<Response, ApiError> {
@@ -245,7 +246,12 @@ pub async fn void_pending(
         void_pending_transfer: true,
         ..TransferFlags::default()
     };
-    create_one(&state, resolution(&pending_id, flags, body.id, None, body.metadata)?).await
+    create_one(
+        &state,
+        &caller,
+        resolution(&pending_id, flags, body.id, None, body.metadata)?,
+    )
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers",
@@ -315,7 +321,7 @@ pub struct BatchResponse {
     ))]
 pub async fn batch(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     JsonBody(body): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let count = body.transfers.len();
@@ -333,7 +339,7 @@ pub async fn batch(
     }
     let ids: Vec<Uuid> = body.transfers.iter().map(|transfer| transfer.id).collect();
     let commands = parse_items(body.transfers)?;
-    let receipts = state.ledger.execute(commands).await?;
+    let receipts = state.ledger.acting_as(caller.actor()).execute(commands).await?;
     let results = receipts
         .into_iter()
         .zip(ids)

@@ -4,6 +4,7 @@
 //! the SQL: loading accounts and transfers into the ledger's working set, and writing a batch's
 //! [`Changes`] with one statement per table (UNNEST arrays).
 
+pub mod audit;
 pub mod rows;
 pub mod sequencer;
 
@@ -14,8 +15,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use audit::AuditRows;
 use rows::{AccountRow, TransferRow, kind_name, limit_columns, state_name, to_datetime};
 
+pub use audit::AuditMode;
 pub use sequencer::{LedgerHandle, Receipt, Record, SequencerConfig, SubmitError};
 
 /// Plan every execution of a prepared statement with its actual parameters. Lookups by `= ANY($1)`
@@ -204,37 +207,51 @@ pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mu
 /// Everything one batch writes, as owned columns: built from the ledger's cache by the sequencer,
 /// then written by a task of its own while the sequencer goes on with the next batch.
 ///
-/// The seam for the audit log and the outbox: their rows join this same batch and transaction.
+/// The audit log's records join the same batch and transaction (and the outbox's will).
 pub struct BatchRows {
     accounts: AccountColumns,
     accounts_closed: Vec<Uuid>,
     transfers: TransferColumns,
     balances: BalanceColumns,
-    pending_states: (Vec<Uuid>, Vec<&'static str>),
+    pending_states: PendingStates,
+    pub(crate) audit: AuditRows,
+}
+
+/// Pending transfers that were posted, voided or expired, with the record that says so.
+#[derive(Default)]
+struct PendingStates {
+    ids: Vec<Uuid>,
+    states: Vec<&'static str>,
+    audit_seqs: Vec<Option<i64>>,
 }
 
 impl BatchRows {
     /// The rows of `changes`; `transfer_seq` is the last transfer sequence number already used.
-    pub fn build(ledger: &Ledger, changes: &Changes, transfer_seq: i64) -> BatchRows {
+    pub fn build(ledger: &Ledger, changes: &Changes, transfer_seq: i64, audit: AuditRows) -> BatchRows {
         let mut transfers = TransferColumns::default();
         for (offset, id) in changes.transfers_created.iter().enumerate() {
             let transfer = ledger.transfer(*id).expect("created transfers are resident");
-            transfers.push(transfer, transfer_seq + 1 + offset as i64);
+            let audit_seqs = (
+                audit.transfer_seqs.get(id).copied(),
+                audit.resolution_seqs.get(id).copied(),
+            );
+            transfers.push(transfer, transfer_seq + 1 + offset as i64, audit_seqs);
         }
         // A pending transfer created in this batch is inserted with its final state already.
         let created: HashSet<TransferId> = changes.transfers_created.iter().copied().collect();
-        let pending_states = changes
-            .pending_resolved
-            .iter()
-            .filter(|(id, _)| !created.contains(id))
-            .map(|(id, state)| (id.uuid(), state_name(*state)))
-            .unzip();
+        let mut pending_states = PendingStates::default();
+        for (id, state) in changes.pending_resolved.iter().filter(|(id, _)| !created.contains(id)) {
+            pending_states.ids.push(id.uuid());
+            pending_states.states.push(state_name(*state));
+            pending_states.audit_seqs.push(audit.resolution_seqs.get(id).copied());
+        }
         BatchRows {
-            accounts: AccountColumns::build(ledger, &changes.accounts_created),
+            accounts: AccountColumns::build(ledger, &changes.accounts_created, &audit),
             accounts_closed: changes.accounts_closed.iter().map(|id| id.uuid()).collect(),
             transfers,
             balances: BalanceColumns::build(ledger, changes),
             pending_states,
+            audit,
         }
     }
 
@@ -242,7 +259,8 @@ impl BatchRows {
     /// this part can run while an earlier batch is still committing.
     pub async fn insert_new(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
         self.accounts.insert(connection).await?;
-        self.transfers.insert(connection).await
+        self.transfers.insert(connection).await?;
+        self.audit.insert(connection).await
     }
 
     /// Updates existing rows (balances, closed accounts, pending states), locking them. Run only
@@ -258,7 +276,7 @@ impl BatchRows {
             expect_rows(closed.rows_affected(), self.accounts_closed.len(), "closing accounts")?;
         }
         self.balances.update(connection).await?;
-        update_pending_states(connection, &self.pending_states.0, &self.pending_states.1).await
+        self.pending_states.update(connection).await
     }
 }
 
@@ -287,10 +305,11 @@ struct AccountColumns {
     overdrafts: Vec<i64>,
     metadata: Vec<String>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
+    audit_seqs: Vec<Option<i64>>,
 }
 
 impl AccountColumns {
-    fn build(ledger: &Ledger, ids: &[AccountId]) -> AccountColumns {
+    fn build(ledger: &Ledger, ids: &[AccountId], audit: &AuditRows) -> AccountColumns {
         let mut columns = AccountColumns::default();
         for id in ids {
             let account = ledger.account(*id).expect("created accounts are resident");
@@ -304,6 +323,7 @@ impl AccountColumns {
             columns.overdrafts.push(debits_limit.or(credits_limit).unwrap_or(0));
             columns.metadata.push(account.metadata.to_json());
             columns.created.push(to_datetime(account.created_at));
+            columns.audit_seqs.push(audit.account_seqs.get(id).copied());
         }
         columns
     }
@@ -314,11 +334,13 @@ impl AccountColumns {
         }
         sqlx::query!(
             "INSERT INTO accounts (id, currency, code, owner, debits_must_not_exceed_credits,
-                                   credits_must_not_exceed_debits, overdraft_limit, metadata, created_at)
-             SELECT id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata::jsonb, created
+                                   credits_must_not_exceed_debits, overdraft_limit, metadata, created_at, audit_seq)
+             SELECT id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata::jsonb, created,
+                    audit_seq
              FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[], $5::bool[], $6::bool[], $7::int8[],
-                         $8::text[], $9::timestamptz[])
-               AS a(id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata, created)",
+                         $8::text[], $9::timestamptz[], $10::int8[])
+               AS a(id, currency, code, owner, debits_limited, credits_limited, overdraft, metadata, created,
+                    audit_seq)",
             &self.ids,
             &self.currencies as &[&str],
             &self.codes,
@@ -328,6 +350,7 @@ impl AccountColumns {
             &self.overdrafts,
             &self.metadata,
             &self.created,
+            &self.audit_seqs as &[Option<i64>],
         )
         .execute(&mut *connection)
         .await?;
@@ -364,10 +387,13 @@ struct TransferColumns {
     states: Vec<Option<&'static str>>,
     metadata: Vec<String>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
+    audit_seqs: Vec<Option<i64>>,
+    resolution_audit_seqs: Vec<Option<i64>>,
 }
 
 impl TransferColumns {
-    fn push(&mut self, transfer: &Transfer, seq: i64) {
+    /// `audit_seqs`: the records of the transfer's creation and, for a pending one, of its end.
+    fn push(&mut self, transfer: &Transfer, seq: i64, audit_seqs: (Option<i64>, Option<i64>)) {
         self.ids.push(transfer.id.uuid());
         self.seqs.push(seq);
         self.kinds.push(kind_name(transfer.kind));
@@ -383,6 +409,9 @@ impl TransferColumns {
         self.states.push(transfer.state.map(state_name));
         self.metadata.push(transfer.metadata.to_json());
         self.created.push(to_datetime(transfer.created_at));
+        self.audit_seqs.push(audit_seqs.0);
+        self.resolution_audit_seqs
+            .push(audit_seqs.1.filter(|_| transfer.state.is_some()));
     }
 
     async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
@@ -391,14 +420,15 @@ impl TransferColumns {
         }
         sqlx::query!(
             "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
-                                    pending_id, timeout_s, expires_at, state, metadata, created_at)
+                                    pending_id, timeout_s, expires_at, state, metadata, created_at, audit_seq,
+                                    resolution_audit_seq)
              SELECT id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
-                    state, metadata::jsonb, created
+                    state, metadata::jsonb, created, audit_seq, resolution_audit_seq
              FROM UNNEST($1::uuid[], $2::int8[], $3::text[], $4::bool[], $5::uuid[], $6::uuid[], $7::int8[],
                          $8::text[], $9::int4[], $10::uuid[], $11::int4[], $12::timestamptz[], $13::text[],
-                         $14::text[], $15::timestamptz[])
+                         $14::text[], $15::timestamptz[], $16::int8[], $17::int8[])
                AS t(id, seq, kind, linked, debit, credit, amount, currency, code, pending_id, timeout_s, expires_at,
-                    state, metadata, created)",
+                    state, metadata, created, audit_seq, resolution_audit_seq)",
             &self.ids,
             &self.seqs,
             &self.kinds as &[&str],
@@ -414,6 +444,8 @@ impl TransferColumns {
             &self.states as &[Option<&str>],
             &self.metadata,
             &self.created,
+            &self.audit_seqs as &[Option<i64>],
+            &self.resolution_audit_seqs as &[Option<i64>],
         )
         .execute(&mut *connection)
         .await?;
@@ -470,19 +502,22 @@ impl BalanceColumns {
     }
 }
 
-async fn update_pending_states(connection: &mut PgConnection, ids: &[Uuid], states: &[&str]) -> anyhow::Result<()> {
-    if ids.is_empty() {
-        return Ok(());
+impl PendingStates {
+    async fn update(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let updated = sqlx::query!(
+            "UPDATE transfers t SET state = s.state, resolution_audit_seq = s.audit_seq
+             FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) AS s(id, state, audit_seq)
+             WHERE t.id = s.id AND t.state = 'pending'",
+            &self.ids,
+            &self.states as &[&str],
+            &self.audit_seqs as &[Option<i64>],
+        )
+        .execute(&mut *connection)
+        .await?;
+        expect_rows(updated.rows_affected(), self.ids.len(), "the pending state update")?;
+        Ok(())
     }
-    let updated = sqlx::query!(
-        "UPDATE transfers t SET state = s.state
-         FROM UNNEST($1::uuid[], $2::text[]) AS s(id, state)
-         WHERE t.id = s.id AND t.state = 'pending'",
-        ids,
-        states as &[&str],
-    )
-    .execute(&mut *connection)
-    .await?;
-    expect_rows(updated.rows_affected(), ids.len(), "the pending state update")?;
-    Ok(())
 }

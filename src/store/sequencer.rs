@@ -23,7 +23,10 @@
 //! command returns `exists`.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+use audit::record::Actor;
 
 use ledger::{Account, AccountId, BatchOutcome, Command, CommandResult, Ledger, Timestamp, Transfer, TransferId};
 use sqlx::postgres::PgConnectOptions;
@@ -32,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::clock::Clock;
+use crate::store::audit::{AuditLog, AuditMode, AuditRows};
 use crate::store::{BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_open_pending, load_transfers};
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
@@ -102,11 +106,25 @@ struct Submission {
     caller: Caller,
 }
 
-/// Who waits for a submission's results, and how many commands are theirs.
+/// Who waits for a submission's results, how many commands are theirs, and who they act as.
 struct Caller {
     reply: oneshot::Sender<Result<Vec<Receipt>, SubmitError>>,
     count: usize,
     attempts: u32,
+    actor: Arc<Actor>,
+}
+
+impl Caller {
+    /// A caller nobody waits for: the ledger's own work (expiry, checkpoints).
+    fn system() -> Caller {
+        let (reply, _) = oneshot::channel();
+        Caller {
+            reply,
+            count: 0,
+            attempts: 0,
+            actor: Arc::new(Actor::system()),
+        }
+    }
 }
 
 /// The commands of several submissions, concatenated (moved, never copied), and their callers.
@@ -127,14 +145,24 @@ impl Batch {
     }
 }
 
-/// The way into the ledger: cheap to clone, one per caller.
+/// The way into the ledger: cheap to clone, one per caller. Its commands are recorded in the audit
+/// log as the actor's (the ledger's own until [`LedgerHandle::acting_as`] names another).
 #[derive(Clone)]
 pub struct LedgerHandle {
     sender: mpsc::Sender<Submission>,
     batch_size_max: usize,
+    actor: Arc<Actor>,
 }
 
 impl LedgerHandle {
+    /// This handle, submitting on behalf of `actor`.
+    pub fn acting_as(&self, actor: Actor) -> LedgerHandle {
+        LedgerHandle {
+            actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
+
     /// Submits commands that are applied together, in order, in one batch; returns one result per
     /// command once the batch is durably committed. An empty submission only runs due expirations.
     pub async fn submit(&self, commands: Vec<Command>) -> Result<Vec<CommandResult>, SubmitError> {
@@ -155,6 +183,7 @@ impl LedgerHandle {
             reply,
             count: commands.len(),
             attempts: 0,
+            actor: self.actor.clone(),
         };
         let submission = Submission { commands, caller };
         self.sender
@@ -179,13 +208,19 @@ impl Shutdown {
 }
 
 /// Starts the sequencer task.
-pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -> (LedgerHandle, Shutdown) {
+pub fn spawn(
+    options: PgConnectOptions,
+    config: SequencerConfig,
+    audit: AuditMode,
+    clock: Clock,
+) -> (LedgerHandle, Shutdown) {
     assert!(config.batch_size_max > 0 && config.commit_pipeline_depth > 0);
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
     let handle = LedgerHandle {
         sender,
         batch_size_max: config.batch_size_max,
+        actor: Arc::new(Actor::system()),
     };
     let sequencer = Sequencer {
         options,
@@ -198,6 +233,8 @@ pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -
         last_now: None,
         clock,
         config,
+        audit_mode: audit,
+        audit: None,
     };
     let task = tokio::spawn(sequencer.run(receiver, stop));
     (handle, Shutdown { signal, task })
@@ -208,6 +245,7 @@ pub fn spawn(options: PgConnectOptions, config: SequencerConfig, clock: Clock) -
 struct Head {
     batch_seq: i64,
     transfer_seq: i64,
+    audit_size: i64,
 }
 
 /// A batch applied in memory, ready for its writer: results, rows, and the head before and after.
@@ -283,6 +321,9 @@ struct Sequencer {
     last_now: Option<Timestamp>,
     clock: Clock,
     config: SequencerConfig,
+    audit_mode: AuditMode,
+    /// The audit log as of the head; `None` when off or to be reloaded with the cache.
+    audit: Option<AuditLog>,
 }
 
 impl Sequencer {
@@ -331,18 +372,10 @@ impl Sequencer {
                     receiver.close();
                 }
                 Event::Closed => closed = true,
-                Event::Expiry => {
-                    let (reply, _) = oneshot::channel();
-                    let caller = Caller {
-                        reply,
-                        count: 0,
-                        attempts: 0,
-                    };
-                    self.queued.push_back(Submission {
-                        commands: Vec::new(),
-                        caller,
-                    });
-                }
+                Event::Expiry => self.queued.push_back(Submission {
+                    commands: Vec::new(),
+                    caller: Caller::system(),
+                }),
             }
         }
         tracing::info!("sequencer drained and stopped");
@@ -370,11 +403,17 @@ impl Sequencer {
         batch
     }
 
-    /// How long until the earliest pending deadline passes, if any is pending.
+    /// How long until the earliest pending deadline passes or a checkpoint falls due, if any.
     fn until_next_expiry(&self) -> Option<Duration> {
-        let deadline = self.ledger.next_expiry()?;
-        let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
-        Some(Duration::from_micros(wait_micros as u64 + 1))
+        let expiry = self.ledger.next_expiry().map(|deadline| {
+            let wait_micros = deadline.micros().saturating_sub((self.clock)().micros()).max(0);
+            Duration::from_micros(wait_micros as u64 + 1)
+        });
+        let checkpoint = self.audit.as_ref().and_then(AuditLog::checkpoint_due_in);
+        match (expiry, checkpoint) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Loads, applies and dispatches one batch to a writer task.
@@ -396,7 +435,7 @@ impl Sequencer {
         };
         let prepared = match connection {
             Ok(mut connection) => self
-                .prepare(&mut connection, commands, now)
+                .prepare(&mut connection, &batch, now)
                 .await
                 .map(|p| (connection, p)),
             Err(error) => Err(error),
@@ -417,9 +456,10 @@ impl Sequencer {
     async fn prepare(
         &mut self,
         connection: &mut PgConnection,
-        commands: &[Command],
+        batch: &Batch,
         now: Timestamp,
     ) -> anyhow::Result<Prepared> {
+        let commands = &batch.commands;
         // Lock order, the same for every batch of every instance: this advisory lock first, balance
         // and transfer rows next, the head row last. Batches take the advisory lock shared, so they
         // overlap. A batch that rebuilds the cache (at start, after a failure or a lost race) takes it
@@ -435,14 +475,29 @@ impl Sequencer {
         sqlx::raw_sql(sqlx::AssertSqlSafe(begin))
             .execute(&mut *connection)
             .await?;
+        let mut audit_rows = AuditRows::default();
         let expected = match self.head {
             Some(head) => head,
             None => {
-                let head = sqlx::query_as!(Head, "SELECT batch_seq, transfer_seq FROM ledger_head WHERE id = 1")
-                    .fetch_one(&mut *connection)
-                    .await?;
+                let head = sqlx::query_as!(
+                    Head,
+                    "SELECT batch_seq, transfer_seq, audit_size FROM ledger_head WHERE id = 1"
+                )
+                .fetch_one(&mut *connection)
+                .await?;
                 self.ledger = Ledger::new();
                 load_open_pending(connection, &mut self.ledger).await?;
+                if let AuditMode::Signed {
+                    signer,
+                    checkpoint_interval,
+                } = &self.audit_mode
+                {
+                    let size = head.audit_size as u64;
+                    let (log, rows) =
+                        AuditLog::load(connection, signer.clone(), *checkpoint_interval, size, now).await?;
+                    self.audit = Some(log);
+                    audit_rows = rows;
+                }
                 head
             }
         };
@@ -464,14 +519,31 @@ impl Sequencer {
             .zip(&outcome.results)
             .map(|(command, result)| result.is_ok().then(|| record_of(&self.ledger, command)).flatten())
             .collect();
-        let rows = BatchRows::build(&self.ledger, &outcome.changes, expected.transfer_seq);
-        let next = if outcome.changes.is_empty() {
+        if let Some(audit) = &mut self.audit {
+            let actors = batch
+                .callers
+                .iter()
+                .flat_map(|caller| std::iter::repeat_n(&*caller.actor, caller.count));
+            audit.record_batch(
+                &mut audit_rows,
+                &self.ledger,
+                commands,
+                &outcome.results,
+                actors,
+                &outcome.changes,
+                now,
+            );
+            audit.checkpoint(&mut audit_rows, now, false)?;
+        }
+        let rows = BatchRows::build(&self.ledger, &outcome.changes, expected.transfer_seq, audit_rows);
+        let next = if outcome.changes.is_empty() && rows.audit.records() == 0 {
             expected
         } else {
             let created = outcome.changes.transfers_created.len() as i64;
             Head {
                 batch_seq: expected.batch_seq + 1,
                 transfer_seq: expected.transfer_seq + created,
+                audit_size: expected.audit_size + rows.audit.records() as i64,
             }
         };
         self.head = Some(next);
@@ -606,6 +678,7 @@ impl Sequencer {
 
     fn forget_cache(&mut self) {
         self.ledger = Ledger::new();
+        self.audit = None;
         self.head = None;
         self.last_committed = None;
     }
@@ -672,12 +745,14 @@ async fn write_and_commit(
     // Locked last: the check orders this batch after any other instance's commits too. The update
     // matches only the head this batch was computed on; a head another writer moved is a lost race.
     let moved = sqlx::query!(
-        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2
-         WHERE id = 1 AND batch_seq = $3 AND transfer_seq = $4",
+        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3
+         WHERE id = 1 AND batch_seq = $4 AND transfer_seq = $5 AND audit_size = $6",
         next.batch_seq,
         next.transfer_seq,
+        next.audit_size,
         expected.batch_seq,
-        expected.transfer_seq
+        expected.transfer_seq,
+        expected.audit_size
     )
     .execute(&mut *connection)
     .await?;

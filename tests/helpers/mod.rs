@@ -105,7 +105,7 @@ impl TestLedger {
         let store = Store::connect(options.clone(), 4)
             .await
             .expect("connecting the read pool");
-        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), clock);
+        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), test_audit(), clock);
         TestLedger {
             handle,
             store,
@@ -263,4 +263,17 @@ pub async fn assert_ledger_consistent(options: &PgConnectOptions) -> i64 {
         .fetch_one(&mut connection)
         .await
         .unwrap()
+}
+
+/// The signing key tests sign audit checkpoints with.
+pub fn test_audit_key() -> std::sync::Arc<audit::note::NoteSigner> {
+    std::sync::Arc::new(audit::note::NoteSigner::from_seed("finledger.test/audit", [1; 32]).expect("a valid key name"))
+}
+
+/// Audit on, a checkpoint after every batch, signed with [`test_audit_key`].
+pub fn test_audit() -> finledger::store::AuditMode {
+    finledger::store::AuditMode::Signed {
+        signer: test_audit_key(),
+        checkpoint_interval: std::time::Duration::ZERO,
+    }
 }

@@ -1,0 +1,547 @@
+//! The audit log in PostgreSQL: records, stored subtree hashes and signed checkpoints.
+//!
+//! The sequencer owns one [`AuditLog`]: for each batch it turns every state change and every command's
+//! outcome into a record ([`AuditLog::record_batch`]), and the rows join the batch's transaction, so
+//! no change commits without its record and no record without its change. A checkpoint is signed in
+//! the same transaction, after every batch or once `checkpoint_interval` has passed, and only after a
+//! consistency proof from the last signed checkpoint verifies (built from what the log holds in memory,
+//! which was itself checked against the database's last checkpoint when it was loaded).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use audit::log::Appender;
+use audit::merkle::{self, Hash, Span, Subtree, TreeHasher};
+use audit::note::{Checkpoint, CheckpointSigner, NoteSigner, SignedCheckpoint};
+use audit::record::{self, AccountCreated, Actor, CommandKind, Event, Rejection, Resolution, TransferCreated};
+use ledger::{
+    AccountId, Applied, BalanceLimit, Changes, Command, CommandResult, Ledger, PendingState, Timestamp, Transfer,
+    TransferCommand, TransferId, TransferKind,
+};
+use sqlx::PgConnection;
+
+use crate::store::rows::to_datetime;
+
+/// Stored subtree levels are the multiples of this (see migrations/0002_audit.sql).
+pub const STORED_LEVEL_STRIDE: u8 = 4;
+
+/// How the sequencer keeps the audit log.
+#[derive(Clone, Debug)]
+pub enum AuditMode {
+    /// Every batch appends its records; checkpoints are signed with `signer`.
+    Signed {
+        signer: Arc<NoteSigner>,
+        /// Zero: sign after every batch. Otherwise at most this often (and when idle past it).
+        checkpoint_interval: Duration,
+    },
+    /// No audit records: only for measuring what the audit log costs.
+    Off,
+}
+
+/// What a batch adds to the audit log, as columns for one INSERT per table.
+#[derive(Default)]
+pub struct AuditRows {
+    seqs: Vec<i64>,
+    bytes: Vec<Vec<u8>>,
+    levels: Vec<i16>,
+    indexes: Vec<i64>,
+    hashes: Vec<Vec<u8>>,
+    checkpoint: Option<(SignedCheckpoint, Timestamp)>,
+    /// The record of each account's and transfer's creation, and of each pending transfer's end.
+    pub(crate) account_seqs: HashMap<AccountId, i64>,
+    pub(crate) transfer_seqs: HashMap<TransferId, i64>,
+    pub(crate) resolution_seqs: HashMap<TransferId, i64>,
+}
+
+impl AuditRows {
+    pub fn records(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if !self.seqs.is_empty() {
+            sqlx::query!(
+                "INSERT INTO audit_records (seq, bytes) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
+                &self.seqs,
+                &self.bytes
+            )
+            .execute(&mut *connection)
+            .await?;
+        }
+        if !self.levels.is_empty() {
+            sqlx::query!(
+                "INSERT INTO audit_subtrees (level, index, hash)
+                 SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[])",
+                &self.levels,
+                &self.indexes,
+                &self.hashes
+            )
+            .execute(&mut *connection)
+            .await?;
+        }
+        if let Some((signed, at)) = &self.checkpoint {
+            sqlx::query!(
+                "INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)",
+                signed.checkpoint.size as i64,
+                &signed.checkpoint.root[..],
+                signed.note,
+                to_datetime(*at)
+            )
+            .execute(&mut *connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// What the log holds since its last signed checkpoint: enough to prove the next checkpoint
+/// consistent with it without reading the database.
+struct Window {
+    signed_size: u64,
+    /// Hashes of `Subtree::frontier(signed_size)`.
+    frontier: Vec<(Subtree, Hash)>,
+    leaves: Vec<Hash>,
+    subtrees: HashMap<Subtree, Hash>,
+}
+
+impl Window {
+    fn new(tree: &TreeHasher) -> Window {
+        Window {
+            signed_size: tree.size(),
+            frontier: Subtree::frontier(tree.size())
+                .zip(tree.frontier().iter().copied())
+                .collect(),
+            leaves: Vec::new(),
+            subtrees: HashMap::new(),
+        }
+    }
+
+    fn subtree(&self, subtree: Subtree) -> Option<Hash> {
+        if subtree.end_leaf() <= self.signed_size {
+            self.frontier.iter().find(|(s, _)| *s == subtree).map(|(_, hash)| *hash)
+        } else if subtree.first_leaf() >= self.signed_size {
+            match subtree.level {
+                0 => self.leaves.get((subtree.index - self.signed_size) as usize).copied(),
+                _ => self.subtrees.get(&subtree).copied(),
+            }
+        } else {
+            None
+        }
+    }
+
+    /// The consistency proof from the signed size to `size`.
+    fn consistency_proof(&self, size: u64) -> Result<Vec<Hash>, merkle::ProofError> {
+        if self.signed_size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut proof = Vec::new();
+        for span in merkle::consistency_spans(self.signed_size, size)? {
+            let mut missing = false;
+            let hash = span.hash(|subtree| {
+                self.subtree(subtree).unwrap_or_else(|| {
+                    missing = true;
+                    [0; 32]
+                })
+            });
+            if missing {
+                return Err(merkle::ProofError::RootMismatch);
+            }
+            proof.push(hash);
+        }
+        Ok(proof)
+    }
+}
+
+pub struct AuditLog {
+    appender: Appender,
+    signer: CheckpointSigner,
+    window: Window,
+    interval: Duration,
+    last_signed: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log in the database does not match its last signed checkpoint (size {size}): {reason}")]
+pub struct AuditMismatch {
+    size: u64,
+    reason: String,
+}
+
+impl AuditLog {
+    /// The log of `size` records as the database holds it, checked against the last checkpoint
+    /// stored there. When records follow that checkpoint, a checkpoint of them is signed at once and
+    /// returned with the rows to write.
+    pub async fn load(
+        connection: &mut PgConnection,
+        signer: Arc<NoteSigner>,
+        interval: Duration,
+        size: u64,
+        now: Timestamp,
+    ) -> anyhow::Result<(AuditLog, AuditRows)> {
+        let frontier: Vec<Subtree> = Subtree::frontier(size).collect();
+        let hashes = subtree_hashes(connection, &frontier).await?;
+        let tree = TreeHasher::from_frontier(size, frontier.iter().map(|s| hashes[s]).collect())?;
+        let last_hash = match size {
+            0 => [0; 32],
+            _ => {
+                let bytes = sqlx::query_scalar!("SELECT bytes FROM audit_records WHERE seq = $1", size as i64 - 1)
+                    .fetch_optional(&mut *connection)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("audit record {} is missing", size - 1))?;
+                merkle::leaf_hash(&bytes)
+            }
+        };
+        let stored = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut *connection)
+            .await?;
+        let last = match stored {
+            None => None,
+            Some(row) => {
+                let checkpoint = Checkpoint::open(&row.note, &signer.verifier()).map_err(|e| AuditMismatch {
+                    size: row.size as u64,
+                    reason: format!("the stored checkpoint does not open with the configured key: {e}"),
+                })?;
+                if checkpoint.size != row.size as u64 || checkpoint.size > size {
+                    return Err(AuditMismatch {
+                        size: checkpoint.size,
+                        reason: format!("the database holds {size} records"),
+                    }
+                    .into());
+                }
+                Some(checkpoint)
+            }
+        };
+        let mut signer = CheckpointSigner::new(signer, last.clone());
+        let mut rows = AuditRows::default();
+        if last.as_ref().map(|c| c.size) != Some(size) && size > 0 {
+            let proof = match &last {
+                Some(last) => consistency_proof(connection, last.size, size).await?,
+                None => Vec::new(),
+            };
+            let signed = signer.sign(size, tree.root(), &proof).map_err(|e| AuditMismatch {
+                size: e.old_size,
+                reason: e.to_string(),
+            })?;
+            rows.checkpoint = Some((signed, now));
+        } else if let Some(last) = &last
+            && last.root != tree.root()
+        {
+            return Err(AuditMismatch {
+                size,
+                reason: "the stored subtree hashes give another root".to_string(),
+            }
+            .into());
+        }
+        let appender = Appender::resume(size, last_hash, tree.frontier().to_vec())?;
+        let window = Window::new(appender.tree());
+        Ok((
+            AuditLog {
+                appender,
+                signer,
+                window,
+                interval,
+                last_signed: Instant::now(),
+            },
+            rows,
+        ))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.appender.size()
+    }
+
+    /// Whether records wait for a checkpoint.
+    pub fn unsigned(&self) -> bool {
+        self.appender.size() > self.window.signed_size
+    }
+
+    /// When the records waiting for a checkpoint must be signed, if any wait.
+    pub fn checkpoint_due_in(&self) -> Option<Duration> {
+        self.unsigned()
+            .then(|| self.interval.saturating_sub(self.last_signed.elapsed()))
+    }
+
+    fn append(&mut self, rows: &mut AuditRows, now: Timestamp, actor: &Actor, event: &Event) -> i64 {
+        let window = &mut self.window;
+        let appended = self.appender.append(now.micros(), actor, event, |subtree, hash| {
+            window.subtrees.insert(subtree, *hash);
+            if subtree.level.is_multiple_of(STORED_LEVEL_STRIDE) {
+                rows.levels.push(i16::from(subtree.level));
+                rows.indexes.push(subtree.index as i64);
+                rows.hashes.push(hash.to_vec());
+            }
+        });
+        window.leaves.push(appended.hash);
+        let seq = appended.seq as i64;
+        rows.seqs.push(seq);
+        rows.bytes.push(appended.bytes);
+        seq
+    }
+
+    /// The records of one applied batch, in order: the expiries it began with, then one per command
+    /// (its change, or its rejection with the result code). `actors` gives each command's actor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_batch<'a>(
+        &mut self,
+        rows: &mut AuditRows,
+        ledger: &Ledger,
+        commands: &[Command],
+        results: &[CommandResult],
+        mut actors: impl Iterator<Item = &'a Actor>,
+        changes: &Changes,
+        now: Timestamp,
+    ) {
+        let system = Actor::system();
+        for (id, state) in &changes.pending_resolved {
+            if *state == PendingState::Expired
+                && let Some(pending) = ledger.transfer(*id)
+            {
+                let event = Event::TransferExpired(resolution(None, pending, 0, false, 0, "{}".to_string()));
+                let seq = self.append(rows, now, &system, &event);
+                rows.resolution_seqs.insert(*id, seq);
+            }
+        }
+        for (command, result) in commands.iter().zip(results) {
+            let actor = actors.next().unwrap_or(&system);
+            let event = match result {
+                Ok(Applied::Created) => event_of(ledger, command),
+                Ok(Applied::Exists) => Some(rejection(command, "exists")),
+                Err(code) => Some(rejection(command, code.as_str())),
+            };
+            let Some(event) = event else { continue };
+            let seq = self.append(rows, now, actor, &event);
+            match (command, result) {
+                (Command::CreateAccount(account), Ok(Applied::Created)) => {
+                    rows.account_seqs.insert(account.id, seq);
+                }
+                (Command::CreateTransfer(transfer), Ok(Applied::Created)) => {
+                    rows.transfer_seqs.insert(transfer.id, seq);
+                    if let Some(pending_id) = transfer.pending_id() {
+                        rows.resolution_seqs.insert(pending_id, seq);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Signs a checkpoint of everything appended, into `rows`, when one is due (or `force`).
+    pub fn checkpoint(&mut self, rows: &mut AuditRows, now: Timestamp, force: bool) -> anyhow::Result<()> {
+        if !self.unsigned() || !(force || self.last_signed.elapsed() >= self.interval) {
+            return Ok(());
+        }
+        let size = self.appender.size();
+        let proof = self.window.consistency_proof(size)?;
+        let signed = self.signer.sign(size, self.appender.root(), &proof)?;
+        rows.checkpoint = Some((signed, now));
+        self.window = Window::new(self.appender.tree());
+        self.last_signed = Instant::now();
+        Ok(())
+    }
+}
+
+fn id(uuid: uuid::Uuid) -> record::Id {
+    *uuid.as_bytes()
+}
+
+fn currency(code: &str) -> record::Currency {
+    let mut out = [0u8; 3];
+    out.copy_from_slice(&code.as_bytes()[..3]);
+    out
+}
+
+/// The event of a command that took effect.
+fn event_of(ledger: &Ledger, command: &Command) -> Option<Event> {
+    Some(match command {
+        Command::CreateAccount(new) => {
+            let account = ledger.account(new.id)?;
+            let (debits, credits, overdraft) = match account.limit {
+                BalanceLimit::None => (false, false, 0),
+                BalanceLimit::Debits { overdraft_minor } => (true, false, overdraft_minor),
+                BalanceLimit::Credits { overdraft_minor } => (false, true, overdraft_minor),
+            };
+            Event::AccountCreated(AccountCreated {
+                id: id(account.id.uuid()),
+                currency: currency(account.currency.code()),
+                code: account.code,
+                owner: account.owner.clone(),
+                debits_must_not_exceed_credits: debits,
+                credits_must_not_exceed_debits: credits,
+                overdraft_limit: overdraft,
+                metadata: account.metadata.to_json(),
+            })
+        }
+        Command::CloseAccount(account) => Event::AccountClosed { id: id(account.uuid()) },
+        Command::CreateTransfer(new) => {
+            let transfer = ledger.transfer(new.id)?;
+            match transfer.kind {
+                TransferKind::Single | TransferKind::Pending => Event::TransferCreated(TransferCreated {
+                    id: id(transfer.id.uuid()),
+                    pending_timeout_s: transfer.timeout_s.filter(|_| transfer.kind == TransferKind::Pending),
+                    linked: transfer.linked,
+                    debit_account: id(transfer.debit_account_id.uuid()),
+                    credit_account: id(transfer.credit_account_id.uuid()),
+                    amount: transfer.amount.minor(),
+                    currency: currency(transfer.currency.code()),
+                    code: transfer.code,
+                    metadata: transfer.metadata.to_json(),
+                }),
+                TransferKind::PostPending | TransferKind::VoidPending => {
+                    let pending = ledger.transfer(transfer.pending_id?)?;
+                    let post = transfer.kind == TransferKind::PostPending;
+                    let posted = if post { transfer.amount.minor() } else { 0 };
+                    let resolved = resolution(
+                        Some(id(transfer.id.uuid())),
+                        pending,
+                        posted,
+                        transfer.linked,
+                        transfer.code,
+                        transfer.metadata.to_json(),
+                    );
+                    if post {
+                        Event::TransferPosted(resolved)
+                    } else {
+                        Event::TransferVoided(resolved)
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn resolution(
+    by: Option<record::Id>,
+    pending: &Transfer,
+    posted_amount: u64,
+    linked: bool,
+    code: u16,
+    metadata: String,
+) -> Resolution {
+    Resolution {
+        id: by,
+        pending_id: id(pending.id.uuid()),
+        linked,
+        debit_account: id(pending.debit_account_id.uuid()),
+        credit_account: id(pending.credit_account_id.uuid()),
+        currency: currency(pending.currency.code()),
+        pending_amount: pending.amount.minor(),
+        posted_amount,
+        code: if code == 0 { pending.code } else { code },
+        metadata,
+    }
+}
+
+/// The record of a command that changed nothing.
+fn rejection(command: &Command, code: &str) -> Event {
+    let (kind, command_id) = match command {
+        Command::CreateAccount(account) => (CommandKind::CreateAccount, account.id.uuid()),
+        Command::CloseAccount(account) => (CommandKind::CloseAccount, account.uuid()),
+        Command::CreateTransfer(transfer) => (CommandKind::CreateTransfer, transfer.id.uuid()),
+    };
+    let (movement, pending_id) = match command {
+        Command::CreateTransfer(transfer) => match &transfer.command {
+            TransferCommand::Single(movement) | TransferCommand::Pending { movement, .. } => (Some(movement), None),
+            TransferCommand::PostPending { pending_id, .. } | TransferCommand::VoidPending { pending_id, .. } => {
+                (None, Some(id(pending_id.uuid())))
+            }
+        },
+        _ => (None, None),
+    };
+    Event::CommandRejected(Rejection {
+        command: kind,
+        id: id(command_id),
+        code: code.to_string(),
+        debit_account: movement.map(|m| id(m.debit_account_id.uuid())),
+        credit_account: movement.map(|m| id(m.credit_account_id.uuid())),
+        amount: movement.map(|m| m.amount.minor()),
+        currency: movement.map(|m| currency(m.currency.code())),
+        pending_id,
+    })
+}
+
+/// The hashes of `wanted` perfect subtrees, each from at most 8 stored subtree hashes or 16 records.
+pub async fn subtree_hashes(
+    connection: &mut PgConnection,
+    wanted: &[Subtree],
+) -> anyhow::Result<HashMap<Subtree, Hash>> {
+    let base = |subtree: &Subtree| subtree.level - subtree.level % STORED_LEVEL_STRIDE;
+    let (mut seqs, mut levels, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
+    for subtree in wanted {
+        let base = base(subtree);
+        let span = 1u64 << (subtree.level - base);
+        let first = subtree.index << (subtree.level - base);
+        for index in first..first + span {
+            if base == 0 {
+                seqs.push(index as i64);
+            } else {
+                levels.push(i16::from(base));
+                indexes.push(index as i64);
+            }
+        }
+    }
+    let mut stored: HashMap<Subtree, Hash> = HashMap::new();
+    if !seqs.is_empty() {
+        let records = sqlx::query!("SELECT seq, bytes FROM audit_records WHERE seq = ANY($1)", &seqs)
+            .fetch_all(&mut *connection)
+            .await?;
+        for row in records {
+            let subtree = Subtree {
+                level: 0,
+                index: row.seq as u64,
+            };
+            stored.insert(subtree, merkle::leaf_hash(&row.bytes));
+        }
+    }
+    if !levels.is_empty() {
+        let nodes = sqlx::query!(
+            "SELECT s.level, s.index, s.hash FROM UNNEST($1::int2[], $2::int8[]) AS w(level, index)
+             JOIN audit_subtrees s ON s.level = w.level AND s.index = w.index",
+            &levels,
+            &indexes
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in nodes {
+            let hash = Hash::try_from(row.hash.as_slice())
+                .map_err(|_| anyhow::anyhow!("a stored subtree hash is not 32 bytes"))?;
+            stored.insert(
+                Subtree {
+                    level: row.level as u8,
+                    index: row.index as u64,
+                },
+                hash,
+            );
+        }
+    }
+    let mut out = HashMap::new();
+    for subtree in wanted {
+        let base = base(subtree);
+        let first = subtree.index << (subtree.level - base);
+        let mut tree = TreeHasher::new();
+        for index in first..first + (1u64 << (subtree.level - base)) {
+            let part = Subtree { level: base, index };
+            let hash = stored
+                .get(&part)
+                .ok_or_else(|| anyhow::anyhow!("the audit log lacks {part:?}"))?;
+            tree.push_subtree(base, *hash)?;
+        }
+        out.insert(*subtree, tree.root());
+    }
+    Ok(out)
+}
+
+/// The hashes of `spans`, each from stored subtrees.
+pub async fn span_hashes(connection: &mut PgConnection, spans: &[Span]) -> anyhow::Result<Vec<Hash>> {
+    let wanted: Vec<Subtree> = spans.iter().flat_map(|span| span.subtrees()).collect();
+    let hashes = subtree_hashes(connection, &wanted).await?;
+    Ok(spans.iter().map(|span| span.hash(|s| hashes[&s])).collect())
+}
+
+pub async fn consistency_proof(connection: &mut PgConnection, old: u64, new: u64) -> anyhow::Result<Vec<Hash>> {
+    span_hashes(connection, &merkle::consistency_spans(old, new)?).await
+}
+
+pub async fn inclusion_proof(connection: &mut PgConnection, index: u64, size: u64) -> anyhow::Result<Vec<Hash>> {
+    span_hashes(connection, &merkle::inclusion_spans(size, index)?).await
+}
