@@ -1,10 +1,20 @@
 //! The audit log's files: the checkpoint signing key, evidence bundles (export) and their offline
 //! verification.
 
+use std::collections::BTreeMap;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use audit::note::NoteSigner;
+use audit::merkle::{Hash, Span, Subtree};
+use audit::note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+use audit::record;
+use audit::verify::{Balances, End, Failure, Report, Start, Verifier};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// The origin (and key name) of the dev key `serve` creates when no key is configured.
 pub const DEV_AUDIT_ORIGIN: &str = "finledger.dev/audit";
@@ -41,4 +51,428 @@ pub fn service_key(path: &Path, configured: bool) -> anyhow::Result<NoteSigner> 
         return Ok(signer);
     }
     read_key(path)
+}
+
+/// The format tag in an evidence bundle's manifest.
+pub const BUNDLE_FORMAT: &str = "finledger-audit-bundle/1";
+
+/// A bundle's table of contents: what range of the log it holds, and the SHA-256 of each file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub origin: String,
+    /// The records held are `[from_seq, to_seq)`.
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub checkpoint_size: u64,
+    pub exported_at: String,
+    pub files: BTreeMap<String, String>,
+}
+
+/// Hashes of the Merkle subtrees around the records, so a range of records can be checked against the
+/// whole log's checkpoint: the frontier of the records before `from_seq`, and the subtrees covering
+/// the records from `to_seq` to the checkpoint's size.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeEdges {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+}
+
+/// One account's balances in the database when the bundle was made, in minor units.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceRow {
+    pub account_id: Uuid,
+    pub debits_posted: i64,
+    pub credits_posted: i64,
+    pub debits_pending: i64,
+    pub credits_pending: i64,
+}
+
+const MANIFEST: &str = "manifest.json";
+const CHECKPOINT: &str = "checkpoint.note";
+const PUBLIC_KEY: &str = "public-key.vkey";
+const TREE: &str = "tree.json";
+const BALANCES: &str = "balances.json";
+const RECORDS: &str = "records.bin";
+
+/// What an export wrote.
+#[derive(Debug)]
+pub struct Exported {
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub checkpoint_size: u64,
+    pub balances: bool,
+}
+
+/// Writes records `[from, to)` (to: the latest checkpoint's size when absent) with the latest signed
+/// checkpoint, the public key, the tree edges, the database's balances (for a whole-log export) and
+/// a manifest, as one tar file. Everything comes from one snapshot of the database.
+pub async fn export(
+    connection: &mut PgConnection,
+    out: &Path,
+    from: u64,
+    to: Option<u64>,
+    key: &NoteVerifier,
+) -> anyhow::Result<Exported> {
+    sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *connection)
+        .await?;
+    let result = export_snapshot(connection, out, from, to, key).await;
+    sqlx::query("ROLLBACK").execute(&mut *connection).await?;
+    result
+}
+
+async fn export_snapshot(
+    connection: &mut PgConnection,
+    out: &Path,
+    from: u64,
+    to: Option<u64>,
+    key: &NoteVerifier,
+) -> anyhow::Result<Exported> {
+    let latest = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the audit log has no signed checkpoint yet"))?;
+    let size = latest.size as u64;
+    let to = to.unwrap_or(size);
+    if from > to || to > size {
+        anyhow::bail!(
+            "--from-seq {from} and --to-seq {to} must satisfy from <= to <= {size} (the latest checkpoint's size)"
+        );
+    }
+    let head_size = sqlx::query_scalar!("SELECT audit_size FROM ledger_head WHERE id = 1")
+        .fetch_one(&mut *connection)
+        .await?;
+    let before: Vec<Subtree> = Subtree::frontier(from).collect();
+    let after: Vec<Subtree> = Span { start: to, end: size }.subtrees().collect();
+    let wanted: Vec<Subtree> = before.iter().chain(&after).copied().collect();
+    let hashes = crate::store::audit::subtree_hashes(connection, &wanted).await?;
+    let edges = TreeEdges {
+        before: before.iter().map(|s| hex::encode(hashes[s])).collect(),
+        after: after.iter().map(|s| hex::encode(hashes[s])).collect(),
+    };
+    // Balances match the log only when it is complete up to the database's head.
+    let balances = if from == 0 && to == size && head_size as u64 == size {
+        let rows = sqlx::query_as!(
+            BalanceRow,
+            "SELECT account_id, debits_posted, credits_posted, debits_pending, credits_pending
+             FROM balances ORDER BY account_id"
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        Some(serde_json::to_vec_pretty(&rows)?)
+    } else {
+        None
+    };
+
+    let records_path = out.with_extension("records.tmp");
+    let written = write_records(connection, &records_path, from, to).await;
+    let result = (|| {
+        let (count, records_sha256) = written?;
+        if count != to - from {
+            tracing::warn!(
+                count,
+                expected = to - from,
+                "the database holds fewer records than the checkpoint covers"
+            );
+        }
+        let mut files: Vec<(&str, Vec<u8>)> = vec![
+            (CHECKPOINT, latest.note.clone().into_bytes()),
+            (PUBLIC_KEY, format!("{key}\n").into_bytes()),
+            (TREE, serde_json::to_vec_pretty(&edges)?),
+        ];
+        if let Some(balances) = &balances {
+            files.push((BALANCES, balances.clone()));
+        }
+        let mut hashes: BTreeMap<String, String> = files
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), hex::encode(Sha256::digest(bytes))))
+            .collect();
+        hashes.insert(RECORDS.to_string(), records_sha256);
+        let manifest = Manifest {
+            format: BUNDLE_FORMAT.to_string(),
+            origin: key.name().to_string(),
+            from_seq: from,
+            to_seq: to,
+            checkpoint_size: size,
+            exported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            files: hashes,
+        };
+        let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let mut tar = tar::Builder::new(BufWriter::new(file));
+        append(&mut tar, MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
+        for (name, bytes) in &files {
+            append(&mut tar, name, bytes)?;
+        }
+        tar.append_path_with_name(&records_path, RECORDS)?;
+        tar.into_inner()?.flush()?;
+        anyhow::Ok(())
+    })();
+    let _ = std::fs::remove_file(&records_path);
+    result?;
+    Ok(Exported {
+        from_seq: from,
+        to_seq: to,
+        checkpoint_size: size,
+        balances: balances.is_some(),
+    })
+}
+
+fn append(tar: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, name, bytes)?;
+    Ok(())
+}
+
+/// Streams records `[from, to)` to `path` as (u32 length, bytes) pairs; returns their count and the
+/// file's SHA-256.
+async fn write_records(
+    connection: &mut PgConnection,
+    path: &Path,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<(u64, String)> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let mut rows = sqlx::query!(
+        "SELECT bytes FROM audit_records WHERE seq >= $1 AND seq < $2 ORDER BY seq",
+        from as i64,
+        to as i64
+    )
+    .fetch(&mut *connection);
+    let mut count = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        writer.write_all(&(row.bytes.len() as u32).to_be_bytes())?;
+        writer.write_all(&row.bytes)?;
+        count += 1;
+    }
+    writer.inner.flush()?;
+    Ok((count, hex::encode(writer.hasher.finalize())))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        Ok(written)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Why a bundle did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read the bundle: {0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    Failed(#[from] Failure),
+    #[error("the checkpoint: {0}")]
+    Checkpoint(NoteError),
+    #[error("the trusted checkpoint: {0}")]
+    Trusted(NoteError),
+    #[error("{file} does not match the SHA-256 in the manifest")]
+    FileHash { file: String },
+}
+
+fn unreadable(error: impl std::fmt::Display) -> BundleError {
+    BundleError::Unreadable(error.to_string())
+}
+
+/// Verifies a bundle offline against `key` (and a checkpoint the auditor trusted before): file
+/// hashes, the checkpoint's signature, every record (see [`audit::verify`]), the Merkle root, the
+/// trusted checkpoint's consistency, and the database's balances against the ones the log derives.
+/// `progress` is called with (records checked, records declared) as it goes.
+pub fn verify_bundle(
+    path: &Path,
+    key: &NoteVerifier,
+    trusted: Option<&str>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<(Manifest, Report), BundleError> {
+    let trusted = trusted
+        .map(|note| Checkpoint::open(note, key).map_err(BundleError::Trusted))
+        .transpose()?;
+    let file = std::fs::File::open(path).map_err(|e| unreadable(format!("{}: {e}", path.display())))?;
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
+    let mut manifest: Option<Manifest> = None;
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let name = entry.path().map_err(unreadable)?.to_string_lossy().into_owned();
+        if name == RECORDS {
+            let manifest = manifest
+                .as_ref()
+                .ok_or_else(|| unreadable("records.bin comes before manifest.json"))?;
+            let checkpoint_note = small
+                .get(CHECKPOINT)
+                .ok_or_else(|| unreadable("the bundle has no checkpoint.note"))?;
+            for (file, bytes) in &small {
+                let expected = manifest
+                    .files
+                    .get(file)
+                    .ok_or_else(|| unreadable(format!("{file} is not in the manifest")))?;
+                if &hex::encode(Sha256::digest(bytes)) != expected {
+                    return Err(BundleError::FileHash { file: file.clone() });
+                }
+            }
+            let note = std::str::from_utf8(checkpoint_note).map_err(unreadable)?;
+            let checkpoint = Checkpoint::open(note, key).map_err(BundleError::Checkpoint)?;
+            if checkpoint.size != manifest.checkpoint_size {
+                return Err(unreadable("the manifest's checkpoint size is not the checkpoint's"));
+            }
+            let edges: TreeEdges = small
+                .get(TREE)
+                .map(|bytes| serde_json::from_slice(bytes))
+                .transpose()
+                .map_err(unreadable)?
+                .ok_or_else(|| unreadable("the bundle has no tree.json"))?;
+            let balances: Option<Vec<BalanceRow>> = small
+                .get(BALANCES)
+                .map(|bytes| serde_json::from_slice(bytes))
+                .transpose()
+                .map_err(unreadable)?;
+            let report = verify_records(
+                &mut entry,
+                manifest,
+                &checkpoint,
+                trusted.as_ref(),
+                &edges,
+                balances.as_deref(),
+                &mut progress,
+            )?;
+            return Ok((manifest_owned(manifest), report));
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(unreadable)?;
+        if name == MANIFEST {
+            let parsed: Manifest = serde_json::from_slice(&bytes).map_err(unreadable)?;
+            if parsed.format != BUNDLE_FORMAT {
+                return Err(unreadable(format!("unknown bundle format {:?}", parsed.format)));
+            }
+            manifest = Some(parsed);
+        } else {
+            small.insert(name, bytes);
+        }
+    }
+    Err(unreadable("the bundle has no records.bin"))
+}
+
+fn manifest_owned(manifest: &Manifest) -> Manifest {
+    Manifest {
+        format: manifest.format.clone(),
+        origin: manifest.origin.clone(),
+        from_seq: manifest.from_seq,
+        to_seq: manifest.to_seq,
+        checkpoint_size: manifest.checkpoint_size,
+        exported_at: manifest.exported_at.clone(),
+        files: manifest.files.clone(),
+    }
+}
+
+fn hashes(list: &[String]) -> Result<Vec<Hash>, BundleError> {
+    list.iter()
+        .map(|text| {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(text, &mut hash)
+                .map_err(|_| unreadable("tree.json holds a hash that is not 64 hex digits"))?;
+            Ok(hash)
+        })
+        .collect()
+}
+
+fn verify_records(
+    records: &mut impl Read,
+    manifest: &Manifest,
+    checkpoint: &Checkpoint,
+    trusted: Option<&Checkpoint>,
+    edges: &TreeEdges,
+    balances: Option<&[BalanceRow]>,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<Report, BundleError> {
+    let mut verifier = Verifier::new(Start {
+        first_seq: manifest.from_seq,
+        frontier: hashes(&edges.before)?,
+    })?;
+    if let Some(trusted) = trusted {
+        verifier.want_root_at(trusted.size);
+    }
+    let declared = manifest.to_seq.saturating_sub(manifest.from_seq);
+    let mut reader = BufReader::with_capacity(
+        1 << 20,
+        HashingReader {
+            inner: records,
+            hasher: Sha256::new(),
+        },
+    );
+    let mut bytes = Vec::with_capacity(512);
+    loop {
+        let mut length = [0u8; 4];
+        match reader.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(unreadable(e)),
+        }
+        bytes.resize(u32::from_be_bytes(length) as usize, 0);
+        reader.read_exact(&mut bytes).map_err(unreadable)?;
+        verifier.push(&bytes)?;
+        if verifier.records() % PROGRESS_EVERY == 0 {
+            progress(verifier.records(), declared);
+        }
+    }
+    progress(verifier.records(), declared);
+    let digest = hex::encode(reader.into_inner().hasher.finalize());
+    if manifest.files.get(RECORDS) != Some(&digest) {
+        return Err(BundleError::FileHash {
+            file: RECORDS.to_string(),
+        });
+    }
+    let database: Option<Vec<(record::Id, Balances)>> = balances.map(|rows| {
+        rows.iter()
+            .map(|row| {
+                let balances = Balances {
+                    debits_posted: row.debits_posted.into(),
+                    credits_posted: row.credits_posted.into(),
+                    debits_pending: row.debits_pending.into(),
+                    credits_pending: row.credits_pending.into(),
+                };
+                (*row.account_id.as_bytes(), balances)
+            })
+            .collect()
+    });
+    let end = End {
+        end_seq: manifest.to_seq,
+        rest: hashes(&edges.after)?,
+    };
+    Ok(verifier.finish(end, checkpoint, trusted, database.as_deref())?)
+}
+
+/// Records between progress reports.
+const PROGRESS_EVERY: u64 = 100_000;
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,6 +176,34 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || local.stop()).await?;
     }
     tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// `finledger audit export`: writes an evidence bundle from the database.
+pub async fn export_audit(settings: Settings, out: &Path, from: u64, to: Option<u64>) -> anyhow::Result<()> {
+    let key = crate::evidence::read_key(&settings.audit_key_path())?;
+    let mut database = open_database(&settings).await?;
+    let result = async {
+        let mut connection = PgConnection::connect_with(&database.options).await?;
+        crate::evidence::export(&mut connection, out, from, to, &key.verifier()).await
+    }
+    .await;
+    if let Some(mut local) = database.local.take() {
+        tokio::task::spawn_blocking(move || local.stop()).await?;
+    }
+    let exported = result?;
+    println!(
+        "wrote {}: records {}..{} of a log of {}{}",
+        out.display(),
+        exported.from_seq,
+        exported.to_seq,
+        exported.checkpoint_size,
+        if exported.balances {
+            ", with the database's balances"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

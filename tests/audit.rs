@@ -1,0 +1,302 @@
+//! The audit log as the ledger writes it into PostgreSQL: every change and rejection is recorded in
+//! its batch's transaction, the exported bundle verifies offline, and tampering done directly in the
+//! database is detected and located.
+
+mod helpers;
+
+use audit::log::Appender;
+use audit::merkle::Subtree;
+use audit::note::{CheckpointSigner, NoteSigner, NoteVerifier};
+use audit::record::{Event, Record};
+use audit::verify::FailureKind;
+use finledger::evidence::{self, BundleError};
+use helpers::*;
+use ledger::ErrorCode;
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+
+fn key() -> NoteVerifier {
+    test_audit_key().verifier()
+}
+
+/// A ledger with accounts, transfers, a rejection, a replay, and a pending transfer posted: 3 + 20 +
+/// 1 + 1 + 2 records, each batch signed.
+async fn ledger_with_history() -> TestLedger {
+    let ledger = TestLedger::fresh().await;
+    ledger
+        .submit(vec![
+            account(1, UNLIMITED),
+            account(2, DEBITS_LIMITED),
+            account(3, UNLIMITED),
+        ])
+        .await;
+    for round in 0..4u128 {
+        let commands = (0..5u128)
+            .map(|n| transfer(100 + round * 10 + n, 1, 2, 100 + n as u64))
+            .collect();
+        ledger.submit(commands).await;
+    }
+    let results = ledger
+        .submit(vec![transfer(200, 2, 3, 1_000_000), transfer(100, 1, 2, 100)])
+        .await;
+    assert_eq!(results[0], Err(ErrorCode::ExceedsCredits));
+    ledger.submit(vec![pending(300, 2, 3, 50, 3600), post(301, 300)]).await;
+    ledger
+}
+
+async fn export(ledger: &TestLedger, dir: &TempDir, from: u64, to: Option<u64>) -> std::path::PathBuf {
+    let path = dir.path().join(format!("bundle-{from}-{to:?}.tar"));
+    let mut connection = PgConnection::connect_with(&ledger.options).await.unwrap();
+    evidence::export(&mut connection, &path, from, to, &key())
+        .await
+        .unwrap();
+    path
+}
+
+async fn superuser(ledger: &TestLedger) -> PgConnection {
+    let mut connection = PgConnection::connect_with(&ledger.options).await.unwrap();
+    // What someone with the database's superuser password can do: bypass the append-only triggers.
+    sqlx::query("SET session_replication_role = replica")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection
+}
+
+fn located(result: Result<(evidence::Manifest, audit::verify::Report), BundleError>) -> audit::verify::Failure {
+    match result {
+        Err(BundleError::Failed(failure)) => failure,
+        other => panic!("expected a located failure, got {other:?}"),
+    }
+}
+
+fn verify(path: &std::path::Path) -> Result<(evidence::Manifest, audit::verify::Report), BundleError> {
+    evidence::verify_bundle(path, &key(), None, |_, _| {})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_and_rejection_is_recorded_and_the_bundle_verifies() {
+    let ledger = ledger_with_history().await;
+    let dir = TempDir::new().unwrap();
+    let (manifest, report) = verify(&export(&ledger, &dir, 0, None).await).unwrap();
+    assert_eq!((manifest.from_seq, manifest.to_seq), (0, 27));
+    assert_eq!(report.records, 27);
+    assert_eq!(report.by_type["account.created"], 3);
+    assert_eq!(report.by_type["transfer.created"], 21);
+    assert_eq!(report.by_type["transfer.posted"], 1);
+    // The refused transfer and the replay of transfer 100.
+    assert_eq!(report.by_type["command.rejected"], 2);
+    assert_eq!(report.balances_compared, 3);
+    let usd = &report.totals["USD"];
+    assert_eq!(usd.debits_posted, usd.credits_posted);
+
+    // Records carry who asked, and every batch left a checkpoint.
+    let mut connection = PgConnection::connect_with(&ledger.options).await.unwrap();
+    let bytes: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM audit_records WHERE seq = 0")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(Record::decode(&bytes).unwrap().actor.principal, "finledger");
+    let checkpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_checkpoints")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(checkpoints, 7);
+    // The append-only triggers hold for everyone who does not switch them off.
+    let refused = sqlx::query("UPDATE audit_records SET bytes = '\\x00' WHERE seq = 1")
+        .execute(&mut connection)
+        .await;
+    assert!(refused.is_err());
+
+    // A range of the log verifies against the same checkpoint.
+    let (_, part) = verify(&export(&ledger, &dir, 5, Some(17)).await).unwrap();
+    assert_eq!((part.first_seq, part.records), (5, 12));
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_amount_is_detected_and_located() {
+    let ledger = ledger_with_history().await;
+    let mut connection = superuser(&ledger).await;
+    let bytes: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM audit_records WHERE seq = 5")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    let mut record = Record::decode(&bytes).unwrap();
+    let Event::TransferCreated(transfer) = &mut record.event else {
+        panic!("record 5 is a transfer")
+    };
+    transfer.amount += 1_000;
+    sqlx::query("UPDATE audit_records SET bytes = $1 WHERE seq = 5")
+        .bind(record.encode())
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let dir = TempDir::new().unwrap();
+    let failure = located(verify(&export(&ledger, &dir, 0, None).await));
+    assert_eq!((failure.seq, failure.kind), (Some(5), FailureKind::Altered));
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_record_is_detected_and_located() {
+    let ledger = ledger_with_history().await;
+    let mut connection = superuser(&ledger).await;
+    sqlx::query("DELETE FROM audit_records WHERE seq = 9")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let dir = TempDir::new().unwrap();
+    let failure = located(verify(&export(&ledger, &dir, 0, None).await));
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (Some(9), FailureKind::OutOfOrder { found: 10 })
+    );
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_records_are_detected_and_located() {
+    let ledger = ledger_with_history().await;
+    let mut connection = superuser(&ledger).await;
+    sqlx::query(
+        "UPDATE audit_records r SET bytes = o.bytes FROM audit_records o
+         WHERE (r.seq, o.seq) IN ((12, 13), (13, 12))",
+    )
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    let dir = TempDir::new().unwrap();
+    let failure = located(verify(&export(&ledger, &dir, 0, None).await));
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (Some(12), FailureKind::OutOfOrder { found: 13 })
+    );
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_tail_is_detected_with_or_without_its_checkpoints() {
+    let ledger = ledger_with_history().await;
+    let dir = TempDir::new().unwrap();
+    // The auditor's checkpoint from an earlier export.
+    let trusted = {
+        let mut connection = PgConnection::connect_with(&ledger.options).await.unwrap();
+        let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        note
+    };
+    let mut connection = superuser(&ledger).await;
+    sqlx::query("DELETE FROM audit_records WHERE seq >= 20")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let failure = located(verify(&export(&ledger, &dir, 0, None).await));
+    assert_eq!(failure.seq, Some(20));
+    assert!(matches!(failure.kind, FailureKind::Truncated { declared_end: 27, .. }));
+
+    // Cut back consistently: the checkpoints and subtree hashes past seq 20 go too. The older
+    // checkpoint still verifies; the auditor's newer one exposes the cut.
+    for statement in [
+        "DELETE FROM audit_checkpoints WHERE size > 20",
+        "DELETE FROM audit_subtrees WHERE (index + 1) * (1 << level) > 20",
+    ] {
+        sqlx::query(statement).execute(&mut connection).await.unwrap();
+    }
+    let size: i64 = sqlx::query_scalar("SELECT max(size) FROM audit_checkpoints")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_records WHERE seq >= $1")
+        .bind(size)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let path = export(&ledger, &dir, 0, None).await;
+    let (_, report) = verify(&path).unwrap();
+    assert_eq!(report.checkpoint_size, size as u64);
+    let failure = located(evidence::verify_bundle(&path, &key(), Some(&trusted), |_, _| {}));
+    assert_eq!(failure.seq, Some(size as u64));
+    assert!(matches!(failure.kind, FailureKind::NotAnExtension { trusted: 27, .. }));
+    ledger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rewritten_and_signed_with_another_key_is_refused() {
+    let ledger = ledger_with_history().await;
+    let mut connection = superuser(&ledger).await;
+    let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, bytes FROM audit_records ORDER BY seq")
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+    // Rewrite: one amount changed, everything after re-chained, re-hashed and signed again.
+    let forger = std::sync::Arc::new(NoteSigner::from_seed(key().name(), [66; 32]).unwrap());
+    let mut appender = Appender::new();
+    let mut subtrees = Vec::new();
+    for statement in [
+        "DELETE FROM audit_records",
+        "DELETE FROM audit_subtrees",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        sqlx::query(statement).execute(&mut connection).await.unwrap();
+    }
+    for (seq, bytes) in stored {
+        let mut record = Record::decode(&bytes).unwrap();
+        if let (5, Event::TransferCreated(transfer)) = (seq, &mut record.event) {
+            transfer.amount += 1_000;
+        }
+        let appended = appender.append(record.timestamp_micros, &record.actor, &record.event, |s, h| {
+            subtrees.push((s, *h))
+        });
+        sqlx::query("INSERT INTO audit_records (seq, bytes) VALUES ($1, $2)")
+            .bind(seq)
+            .bind(appended.bytes)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    for (subtree, hash) in subtrees.iter().filter(|(s, _)| s.level % 4 == 0) {
+        let Subtree { level, index } = *subtree;
+        sqlx::query("INSERT INTO audit_subtrees (level, index, hash) VALUES ($1, $2, $3)")
+            .bind(i16::from(level))
+            .bind(index as i64)
+            .bind(hash.to_vec())
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    let signed = CheckpointSigner::new(forger.clone(), None)
+        .sign(appender.size(), appender.root(), &[])
+        .unwrap();
+    sqlx::query("INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, now())")
+        .bind(signed.checkpoint.size as i64)
+        .bind(signed.checkpoint.root.to_vec())
+        .bind(&signed.note)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("forged.tar");
+    let mut reader = PgConnection::connect_with(&ledger.options).await.unwrap();
+    evidence::export(&mut reader, &path, 0, None, &forger.verifier())
+        .await
+        .unwrap();
+    // Signed with the log's key name but not its key: refused.
+    match verify(&path) {
+        Err(BundleError::Checkpoint(audit::note::NoteError::NotSigned(named))) => assert_eq!(named, key().to_string()),
+        other => panic!("expected the signature to be refused, got {other:?}"),
+    }
+    // Even an auditor who took the forger's key would see the log disagree with the balances.
+    let failure = located(evidence::verify_bundle(&path, &forger.verifier(), None, |_, _| {}));
+    assert!(
+        matches!(failure.kind, FailureKind::BalanceMismatch { ref account, .. } if account.ends_with("000000000001"))
+    );
+    // And the running ledger refuses to sign on top of it when it next loads the log.
+    let restarted = TestLedger::start(ledger.options.clone(), finledger::clock::system()).await;
+    let outcome = restarted.handle.submit(vec![transfer(900, 1, 2, 1)]).await;
+    assert!(outcome.is_err(), "{outcome:?}");
+    restarted.stop().await;
+    ledger.stop().await;
+}
