@@ -710,3 +710,98 @@ async fn the_served_openapi_document_is_the_committed_one_and_lists_every_code()
     }
     app.stop().await;
 }
+
+fn hashes(list: &Value) -> Vec<audit::Hash> {
+    list.as_array()
+        .expect("a list of hashes")
+        .iter()
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect()
+}
+
+async fn signed_checkpoint(client: &ApiClient, key: &audit::note::NoteVerifier) -> audit::note::Checkpoint {
+    let answer = client.get("/v1/audit/checkpoint").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert_eq!(answer.header("content-type"), Some("text/plain; charset=utf-8"));
+    audit::note::Checkpoint::open(&answer.text, key).expect("a checkpoint signed by the served key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
+    let app = TestApp::spawn().await;
+    let client = app.payments();
+    let key_text = client.get("/v1/audit/public-key").await.text;
+    let key = audit::note::NoteVerifier::parse(&key_text).expect("the public key in note verifier format");
+    two_accounts(&client).await;
+    let old = signed_checkpoint(&client, &key).await;
+    assert_eq!(old.size, 2);
+    let pending = json!({"id": id(10), "debit_account_id": id(1), "credit_account_id": id(2), "amount": "5.00",
+                         "currency": "USD", "code": 1, "pending": {"timeout_s": 3600}});
+    assert_eq!(client.post("/v1/transfers", &pending).await.status, StatusCode::CREATED);
+    let post = client
+        .post(&format!("/v1/transfers/{}/post", id(10)), &json!({"id": id(11)}))
+        .await;
+    assert_eq!(post.status, StatusCode::CREATED, "{}", post.text);
+    let refused = client.post("/v1/transfers", &transfer_body(12, 2, 1, "1000.00")).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let new = signed_checkpoint(&client, &key).await;
+    assert_eq!(new.size, 5);
+
+    // The pending transfer's records: its creation and its post, each proven in the checkpoint, each
+    // naming the principal and certificate that asked.
+    let proof = client.get(&format!("/v1/transfers/{}/proof", id(10))).await;
+    assert_eq!(proof.status, StatusCode::OK, "{}", proof.text);
+    assert_eq!(
+        audit::note::Checkpoint::open(proof.body["checkpoint"].as_str().unwrap(), &key).unwrap(),
+        new
+    );
+    let records = proof.body["records"].as_array().unwrap();
+    let types: Vec<&str> = records.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["transfer.created", "transfer.posted"]);
+    for record in records {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(record["bytes"].as_str().unwrap())
+            .unwrap();
+        let seq = record["seq"].as_u64().unwrap();
+        audit::merkle::verify_inclusion(&bytes, seq, new.size, &new.root, &hashes(&record["proof"])).unwrap();
+        let decoded = audit::Record::decode(&bytes).unwrap();
+        assert_eq!(decoded.actor.principal, "payments");
+        assert!(decoded.actor.certificate_sha256.is_some());
+    }
+
+    let page = client.get("/v1/audit/records?from=3&limit=10").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert_eq!(page.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page.body["data"][1]["type"], "command.rejected");
+    assert_eq!(page.body["next_from"], 5);
+
+    let inclusion = client.get("/v1/audit/proof/inclusion?index=1&tree_size=2").await;
+    assert_eq!(inclusion.status, StatusCode::OK, "{}", inclusion.text);
+    let first_page = client.get("/v1/audit/records?limit=2").await;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(first_page.body["data"][1]["bytes"].as_str().unwrap())
+        .unwrap();
+    audit::merkle::verify_inclusion(&bytes, 1, 2, &old.root, &hashes(&inclusion.body["proof"])).unwrap();
+
+    let consistency = client.get("/v1/audit/proof/consistency?old_size=2").await;
+    assert_eq!(consistency.status, StatusCode::OK, "{}", consistency.text);
+    assert_eq!(consistency.body["new_size"], 5);
+    let proof = hashes(&consistency.body["proof"]);
+    audit::merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &proof).unwrap();
+
+    for (path, code) in [
+        ("/v1/audit/proof/inclusion?index=5", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=0&tree_size=6", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=x", "invalid_field"),
+        ("/v1/audit/proof/consistency?old_size=0", "invalid_field"),
+        ("/v1/audit/proof/consistency?old_size=3&new_size=2", "invalid_field"),
+        ("/v1/audit/records?limit=0", "invalid_field"),
+    ] {
+        assert_problem(&client.get(path).await, StatusCode::UNPROCESSABLE_ENTITY, code);
+    }
+    let unknown = client.get(&format!("/v1/transfers/{}/proof", id(99))).await;
+    assert_problem(&unknown, StatusCode::NOT_FOUND, "transfer_not_found");
+    app.stop().await;
+}

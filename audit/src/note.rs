@@ -66,8 +66,9 @@ fn parse_key(text: &str, prefix: &str) -> Result<(String, [u8; 4], [u8; 32]), No
         .trim_end()
         .strip_prefix(prefix)
         .ok_or(NoteError::Key("unexpected key type"))?;
-    let mut parts = rest.split('+');
-    let (Some(name), Some(id), Some(key), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    // The key is base64, which may itself contain '+'; the name and the id cannot.
+    let mut parts = rest.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::Key("expected name+keyid+key"));
     };
     check_name(name)?;
@@ -374,6 +375,22 @@ mod tests {
 
     fn signer() -> NoteSigner {
         NoteSigner::from_seed("finledger.test/audit", [7; 32]).unwrap()
+    }
+
+    #[test]
+    fn keys_whose_base64_holds_a_plus_round_trip() {
+        let with_plus = (0u8..=255)
+            .map(|seed| NoteSigner::from_seed("log", [seed; 32]).unwrap())
+            .find(|signer| signer.verifier().to_string().matches('+').count() > 2)
+            .expect("some key's base64 holds a '+'");
+        assert_eq!(
+            NoteVerifier::parse(&with_plus.verifier().to_string()),
+            Ok(with_plus.verifier())
+        );
+        assert_eq!(
+            NoteSigner::parse(&with_plus.to_key_text()).unwrap().verifier(),
+            with_plus.verifier()
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! every write goes through the sequencer, every read through the store's read pool.
 
 mod accounts;
+mod audit;
 pub mod input;
 pub mod openapi;
 pub mod problem;
@@ -14,7 +15,7 @@ pub mod views;
 
 use std::sync::Arc;
 
-use audit::note::NoteVerifier;
+use ::audit::note::NoteVerifier;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -68,6 +69,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}", get(transfers::get))
         .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
         .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
+        .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/records", get(audit::records))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/v1/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::api::{accounts, problem, transfers, views};
+use crate::api::{accounts, audit, problem, transfers, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,12 @@ use crate::api::{accounts, problem, transfers, views};
         transfers::get,
         transfers::post_pending,
         transfers::void_pending,
+        audit::transfer_proof,
+        audit::checkpoint,
+        audit::public_key,
+        audit::records,
+        audit::inclusion,
+        audit::consistency,
         serve,
     ),
     components(schemas(
@@ -46,11 +52,18 @@ use crate::api::{accounts, problem, transfers, views};
         transfers::BatchResponse,
         transfers::ItemResult,
         transfers::ItemStatus,
+        audit::RecordView,
+        audit::RecordPage,
+        audit::InclusionProofView,
+        audit::ConsistencyProofView,
+        audit::TransferProof,
+        audit::ProvenRecord,
     )),
     modifiers(&EveryOperation),
     tags(
         (name = "accounts", description = "Accounts, balances and account history"),
         (name = "transfers", description = "Single, batched and two-phase transfers"),
+        (name = "audit", description = "The tamper-evident audit log: signed checkpoints, records and proofs"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -130,6 +130,79 @@ impl Store {
     }
 }
 
+/// The latest signed checkpoint: its size and signed note.
+#[derive(Clone, Debug)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+}
+
+/// One stored audit record.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Store {
+    pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<StoredCheckpoint>> {
+        let row = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| StoredCheckpoint {
+            size: row.size as u64,
+            note: row.note,
+        }))
+    }
+
+    /// Up to `limit` records from `from`, in order.
+    pub async fn audit_records(&self, from: u64, limit: u32) -> anyhow::Result<Vec<StoredRecord>> {
+        let rows = sqlx::query!(
+            "SELECT seq, bytes FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            from as i64,
+            i64::from(limit)
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredRecord {
+                seq: row.seq as u64,
+                bytes: row.bytes,
+            })
+            .collect())
+    }
+
+    /// The records of a transfer: its creation and, for a pending transfer, its post, void or expiry.
+    pub async fn transfer_records(&self, id: TransferId) -> anyhow::Result<Vec<StoredRecord>> {
+        let rows = sqlx::query!(
+            "SELECT r.seq, r.bytes FROM transfers t
+             JOIN audit_records r ON r.seq IN (t.audit_seq, t.resolution_audit_seq)
+             WHERE t.id = $1 ORDER BY r.seq",
+            id.uuid()
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| StoredRecord {
+                seq: row.seq as u64,
+                bytes: row.bytes,
+            })
+            .collect())
+    }
+
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<::audit::Hash>> {
+        let mut connection = self.pool.acquire().await?;
+        crate::store::audit::inclusion_proof(&mut connection, index, size).await
+    }
+
+    pub async fn consistency_proof(&self, old: u64, new: u64) -> anyhow::Result<Vec<::audit::Hash>> {
+        let mut connection = self.pool.acquire().await?;
+        crate::store::audit::consistency_proof(&mut connection, old, new).await
+    }
+}
+
 /// Applies pending migrations on a single connection (used before the pool exists).
 pub async fn migrate(connection: &mut PgConnection) -> anyhow::Result<()> {
     MIGRATOR.run(connection).await?;
