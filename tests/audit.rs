@@ -300,3 +300,133 @@ async fn a_log_rewritten_and_signed_with_another_key_is_refused() {
     restarted.stop().await;
     ledger.stop().await;
 }
+
+fn database_url(options: &sqlx::postgres::PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@localhost:{}/{}?host={}",
+        options.get_username(),
+        options.get_port(),
+        options.get_database().expect("a database name"),
+        options.get_socket().expect("a socket directory").display()
+    )
+}
+
+fn finledger(arguments: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_finledger"))
+        .args(arguments)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("running finledger")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_exports_verifies_and_names_the_failing_record() {
+    let ledger = ledger_with_history().await;
+    let dir = TempDir::new().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("checkpoint.key"), test_audit_key().to_key_text()).unwrap();
+    let url = database_url(&ledger.options);
+    let export = |out: &str| {
+        finledger(&[
+            "audit",
+            "export",
+            "--out",
+            out,
+            "--database-url",
+            &url,
+            "--audit-key",
+            &path("checkpoint.key"),
+        ])
+    };
+    let exported = export(&path("good.tar"));
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let vkey = key().to_string();
+    let verified = finledger(&["audit", "verify", &path("good.tar"), "--public-key", &vkey]);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    assert!(stdout.starts_with("VERIFIED: records 0..27"), "{stdout}");
+    assert!(
+        stdout.contains("database balances of 3 accounts equal the log's"),
+        "{stdout}"
+    );
+
+    // The auditor keeps this checkpoint and the public key in files.
+    let mut connection = PgConnection::connect_with(&ledger.options).await.unwrap();
+    let note: String = sqlx::query_scalar("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    std::fs::write(path("trusted.note"), &note).unwrap();
+    std::fs::write(path("log.vkey"), format!("{vkey}\n")).unwrap();
+    let verified = finledger(&[
+        "audit",
+        "verify",
+        &path("good.tar"),
+        "--public-key",
+        &path("log.vkey"),
+        "--trusted-checkpoint",
+        &path("trusted.note"),
+    ]);
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{stdout}");
+    assert!(stdout.contains("extends the trusted checkpoint of size 27"), "{stdout}");
+
+    let mut superuser = superuser(&ledger).await;
+    sqlx::query("UPDATE audit_records SET bytes = (SELECT bytes FROM audit_records WHERE seq = 4) WHERE seq = 5")
+        .execute(&mut superuser)
+        .await
+        .unwrap();
+    assert!(export(&path("bad.tar")).status.success());
+    let failed = finledger(&["audit", "verify", &path("bad.tar"), "--public-key", &vkey]);
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("FAILED: record 5: missing or out of order: found seq 4"),
+        "{stdout}"
+    );
+
+    let other = NoteSigner::from_seed("another.example/log", [9; 32])
+        .unwrap()
+        .verifier()
+        .to_string();
+    let failed = finledger(&["audit", "verify", &path("good.tar"), "--public-key", &other]);
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert_eq!(failed.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("no signature by key another.example/log"), "{stdout}");
+    let garbage = finledger(&["audit", "verify", &path("trusted.note"), "--public-key", &vkey]);
+    assert_eq!(garbage.status.code(), Some(1));
+    ledger.stop().await;
+}
+
+#[test]
+fn keygen_writes_a_private_key_once_and_prints_its_public_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let out = dir.path().join("keys/log.key");
+    let out_text = out.to_str().unwrap();
+    let made = finledger(&[
+        "audit",
+        "keygen",
+        "--out",
+        out_text,
+        "--origin",
+        "ledger.example.com/audit",
+    ]);
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(made.status.success(), "{stdout}");
+    let signer = NoteSigner::parse(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        stdout.contains(&format!("public key: {}", signer.verifier())),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = finledger(&["audit", "keygen", "--out", out_text]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let bad_origin = finledger(&["audit", "keygen", "--out", &format!("{out_text}.2"), "--origin", "a b"]);
+    assert!(!bad_origin.status.success());
+}
