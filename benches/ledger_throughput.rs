@@ -5,7 +5,9 @@
 //! - `spread`: transfers between random pairs of 10,000 accounts;
 //! - `hot`: every transfer debits or credits one hot account;
 //! - `naive`: the baseline, one transaction per transfer with SELECT ... FOR UPDATE on both accounts,
-//!   at the same client concurrency.
+//!   at the same client concurrency;
+//! - `spread, audit off`: `spread` without audit records, to measure what the audit log costs (every
+//!   other scenario runs with it, a checkpoint signed after every batch).
 //!
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
 //! Each scenario runs `REPEATS` times; the median is reported with ratios.
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use finledger::local_postgres::LocalPostgres;
 use finledger::store::sequencer;
-use finledger::store::{LedgerHandle, SequencerConfig};
+use finledger::store::{AuditMode, LedgerHandle, SequencerConfig};
 use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
 use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgConnectOptions;
@@ -121,13 +123,21 @@ async fn create_accounts(ledger: &LedgerHandle) {
 }
 
 /// Transfers/s through the sequencer with `clients` concurrent submitters of `client_batch` each.
-async fn sequencer_run(cluster: &LocalPostgres, name: &str, hot: bool, settings: &Settings, seed: u64) -> f64 {
+async fn sequencer_run(
+    cluster: &LocalPostgres,
+    name: &str,
+    hot: bool,
+    audit: bool,
+    settings: &Settings,
+    seed: u64,
+) -> f64 {
     let options = fresh_database(cluster, name).await;
     let config = SequencerConfig {
         commit_pipeline_depth: settings.pipeline_depth,
         ..SequencerConfig::default()
     };
-    let (ledger, shutdown) = sequencer::spawn(options, config, bench_audit(), finledger::clock::system());
+    let audit = if audit { bench_audit() } else { AuditMode::Off };
+    let (ledger, shutdown) = sequencer::spawn(options, config, audit, finledger::clock::system());
     create_accounts(&ledger).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
@@ -238,21 +248,24 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cluster = LocalPostgres::start(dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (mut spread, mut hot, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut spread, mut hot, mut naive, mut unaudited) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     runtime.block_on(async {
         for repeat in 0..settings.repeats {
             let seed = repeat as u64;
-            spread.push(sequencer_run(&cluster, &format!("spread_{repeat}"), false, &settings, seed).await);
-            hot.push(sequencer_run(&cluster, &format!("hot_{repeat}"), true, &settings, seed).await);
+            spread.push(sequencer_run(&cluster, &format!("spread_{repeat}"), false, true, &settings, seed).await);
+            hot.push(sequencer_run(&cluster, &format!("hot_{repeat}"), true, true, &settings, seed).await);
             naive.push(naive_run(&cluster, &format!("naive_{repeat}"), &settings, seed).await);
+            let name = format!("unaudited_{repeat}");
+            unaudited.push(sequencer_run(&cluster, &name, false, false, &settings, seed).await);
             eprintln!(
-                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s",
-                spread[repeat], hot[repeat], naive[repeat]
+                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s, spread without audit {:.0}/s",
+                spread[repeat], hot[repeat], naive[repeat], unaudited[repeat]
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     let (spread, hot, naive) = (median(&mut spread), median(&mut hot), median(&mut naive));
+    let unaudited = median(&mut unaudited);
     println!(
         "clients={} client_batch={} transfers={} naive_transfers={} repeats={}",
         settings.clients, settings.client_batch, settings.transfers, settings.naive_transfers, settings.repeats
@@ -267,6 +280,10 @@ fn main() -> anyhow::Result<()> {
     println!(
         "| (c) naive: 1 transaction per transfer, FOR UPDATE | {naive:.0} | (a) is {:.1}x (c) |",
         spread / naive
+    );
+    println!(
+        "| (d) spread, audit off | {unaudited:.0} | audit costs {:.1}% of (d) |",
+        (1.0 - spread / unaudited) * 100.0
     );
     Ok(())
 }

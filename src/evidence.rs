@@ -163,15 +163,23 @@ async fn export_snapshot(
         )
         .fetch_all(&mut *connection)
         .await?;
-        Some(serde_json::to_vec_pretty(&rows)?)
+        Some(rows)
     } else {
         None
     };
 
     let records_path = out.with_extension("records.tmp");
     let written = write_records(connection, &records_path, from, to).await;
-    let result = (|| {
-        let (count, records_sha256) = written?;
+    let contents = BundleContents {
+        checkpoint_note: latest.note,
+        key: key.clone(),
+        from_seq: from,
+        to_seq: to,
+        checkpoint_size: size,
+        edges,
+        balances,
+    };
+    let result = written.and_then(|(count, sha256)| {
         if count != to - from {
             tracing::warn!(
                 count,
@@ -179,46 +187,68 @@ async fn export_snapshot(
                 "the database holds fewer records than the checkpoint covers"
             );
         }
-        let mut files: Vec<(&str, Vec<u8>)> = vec![
-            (CHECKPOINT, latest.note.clone().into_bytes()),
-            (PUBLIC_KEY, format!("{key}\n").into_bytes()),
-            (TREE, serde_json::to_vec_pretty(&edges)?),
-        ];
-        if let Some(balances) = &balances {
-            files.push((BALANCES, balances.clone()));
-        }
-        let mut hashes: BTreeMap<String, String> = files
-            .iter()
-            .map(|(name, bytes)| (name.to_string(), hex::encode(Sha256::digest(bytes))))
-            .collect();
-        hashes.insert(RECORDS.to_string(), records_sha256);
-        let manifest = Manifest {
-            format: BUNDLE_FORMAT.to_string(),
-            origin: key.name().to_string(),
-            from_seq: from,
-            to_seq: to,
-            checkpoint_size: size,
-            exported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            files: hashes,
-        };
-        let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-        let mut tar = tar::Builder::new(BufWriter::new(file));
-        append(&mut tar, MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
-        for (name, bytes) in &files {
-            append(&mut tar, name, bytes)?;
-        }
-        tar.append_path_with_name(&records_path, RECORDS)?;
-        tar.into_inner()?.flush()?;
-        anyhow::Ok(())
-    })();
+        write_bundle(out, &contents, &records_path, sha256)
+    });
     let _ = std::fs::remove_file(&records_path);
     result?;
     Ok(Exported {
         from_seq: from,
         to_seq: to,
         checkpoint_size: size,
-        balances: balances.is_some(),
+        balances: contents.balances.is_some(),
     })
+}
+
+/// Everything a bundle holds besides its records.
+pub struct BundleContents {
+    pub checkpoint_note: String,
+    pub key: NoteVerifier,
+    pub from_seq: u64,
+    pub to_seq: u64,
+    pub checkpoint_size: u64,
+    pub edges: TreeEdges,
+    pub balances: Option<Vec<BalanceRow>>,
+}
+
+/// Writes the bundle `out` (a tar file: the manifest first, the records last) from `contents` and a
+/// records file made with [`RecordsWriter`].
+pub fn write_bundle(
+    out: &Path,
+    contents: &BundleContents,
+    records: &Path,
+    records_sha256: String,
+) -> anyhow::Result<()> {
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (CHECKPOINT, contents.checkpoint_note.clone().into_bytes()),
+        (PUBLIC_KEY, format!("{}\n", contents.key).into_bytes()),
+        (TREE, serde_json::to_vec_pretty(&contents.edges)?),
+    ];
+    if let Some(balances) = &contents.balances {
+        files.push((BALANCES, serde_json::to_vec_pretty(balances)?));
+    }
+    let mut hashes: BTreeMap<String, String> = files
+        .iter()
+        .map(|(name, bytes)| (name.to_string(), hex::encode(Sha256::digest(bytes))))
+        .collect();
+    hashes.insert(RECORDS.to_string(), records_sha256);
+    let manifest = Manifest {
+        format: BUNDLE_FORMAT.to_string(),
+        origin: contents.key.name().to_string(),
+        from_seq: contents.from_seq,
+        to_seq: contents.to_seq,
+        checkpoint_size: contents.checkpoint_size,
+        exported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        files: hashes,
+    };
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut tar = tar::Builder::new(BufWriter::new(file));
+    append(&mut tar, MANIFEST, &serde_json::to_vec_pretty(&manifest)?)?;
+    for (name, bytes) in &files {
+        append(&mut tar, name, bytes)?;
+    }
+    tar.append_path_with_name(records, RECORDS)?;
+    tar.into_inner()?.flush()?;
+    Ok(())
 }
 
 fn append(tar: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
@@ -230,48 +260,59 @@ fn append(tar: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]) -> anyho
     Ok(())
 }
 
-/// Streams records `[from, to)` to `path` as (u32 length, bytes) pairs; returns their count and the
-/// file's SHA-256.
+/// Streams records `[from, to)` to `path`; returns their count and the file's SHA-256.
 async fn write_records(
     connection: &mut PgConnection,
     path: &Path,
     from: u64,
     to: u64,
 ) -> anyhow::Result<(u64, String)> {
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-    };
+    let mut writer = RecordsWriter::create(path)?;
     let mut rows = sqlx::query!(
         "SELECT bytes FROM audit_records WHERE seq >= $1 AND seq < $2 ORDER BY seq",
         from as i64,
         to as i64
     )
     .fetch(&mut *connection);
-    let mut count = 0u64;
     while let Some(row) = rows.try_next().await? {
-        writer.write_all(&(row.bytes.len() as u32).to_be_bytes())?;
-        writer.write_all(&row.bytes)?;
-        count += 1;
+        writer.write(&row.bytes)?;
     }
-    writer.inner.flush()?;
-    Ok((count, hex::encode(writer.hasher.finalize())))
+    writer.finish()
 }
 
-struct HashingWriter<W> {
-    inner: W,
+/// A bundle's records file: each record as a u32 big-endian length and its bytes.
+pub struct RecordsWriter {
+    inner: BufWriter<std::fs::File>,
     hasher: Sha256,
+    count: u64,
 }
 
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(bytes)?;
-        self.hasher.update(&bytes[..written]);
-        Ok(written)
+impl RecordsWriter {
+    pub fn create(path: &Path) -> anyhow::Result<RecordsWriter> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(RecordsWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            count: 0,
+        })
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+
+    pub fn write(&mut self, record: &[u8]) -> anyhow::Result<()> {
+        let length = u32::try_from(record.len())
+            .context("a record longer than 4 GiB")?
+            .to_be_bytes();
+        for part in [&length[..], record] {
+            self.inner.write_all(part)?;
+            self.hasher.update(part);
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The number of records and the file's SHA-256.
+    pub fn finish(mut self) -> anyhow::Result<(u64, String)> {
+        self.inner.flush()?;
+        Ok((self.count, hex::encode(self.hasher.finalize())))
     }
 }
 
