@@ -343,7 +343,7 @@ pub fn verify_bundle(
     path: &Path,
     key: &NoteVerifier,
     trusted: Option<&str>,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<(Manifest, Report), BundleError> {
     let trusted = trusted
         .map(|note| Checkpoint::open(note, key).map_err(BundleError::Trusted))
@@ -443,7 +443,7 @@ fn verify_records(
     trusted: Option<&Checkpoint>,
     edges: &TreeEdges,
     balances: Option<&[BalanceRow]>,
-    progress: &mut impl FnMut(u64, u64),
+    progress: &mut (impl FnMut(u64, u64) + Send),
 ) -> Result<Report, BundleError> {
     let mut verifier = Verifier::new(Start {
         first_seq: manifest.from_seq,
@@ -460,22 +460,26 @@ fn verify_records(
             hasher: Sha256::new(),
         },
     );
-    let mut bytes = Vec::with_capacity(512);
-    loop {
-        let mut length = [0u8; 4];
-        match reader.read_exact(&mut length) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(unreadable(e)),
-        }
-        bytes.resize(u32::from_be_bytes(length) as usize, 0);
-        reader.read_exact(&mut bytes).map_err(unreadable)?;
-        verifier.push(&bytes)?;
-        if verifier.records() % PROGRESS_EVERY == 0 {
-            progress(verifier.records(), declared);
-        }
-    }
-    progress(verifier.records(), declared);
+    // Two stages on two threads: this one reads and hashes each record (so every record is hashed
+    // from its stored bytes before anything parses it); the other parses and checks, in order.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Chunk>(4);
+    let checked = std::thread::scope(|scope| {
+        let checker = scope.spawn(move || {
+            for chunk in receiver {
+                for (range, hash) in chunk.ranges.iter().zip(&chunk.hashes) {
+                    verifier.push_hashed(&chunk.bytes[range.clone()], *hash)?;
+                }
+                progress(verifier.records(), declared);
+            }
+            Ok::<Verifier, Failure>(verifier)
+        });
+        let read = read_chunks(&mut reader, &sender);
+        drop(sender);
+        let verifier = checker.join().map_err(|_| unreadable("the verifying thread failed"))?;
+        read?;
+        Ok::<Verifier, BundleError>(verifier?)
+    });
+    let verifier = checked?;
     let digest = hex::encode(reader.into_inner().hasher.finalize());
     if manifest.files.get(RECORDS) != Some(&digest) {
         return Err(BundleError::FileHash {
@@ -502,8 +506,47 @@ fn verify_records(
     Ok(verifier.finish(end, checkpoint, trusted, database.as_deref())?)
 }
 
-/// Records between progress reports.
-const PROGRESS_EVERY: u64 = 100_000;
+/// Records handed from the reading thread to the checking one at a time; also between progress reports.
+const CHUNK_RECORDS: usize = 100_000;
+
+/// Records read and hashed: their bytes back to back, each one's range and leaf hash.
+struct Chunk {
+    bytes: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+    hashes: Vec<Hash>,
+}
+
+/// Reads (length, bytes) frames to the end, hashing each record, and sends them in chunks. Stops early
+/// when the checking side has stopped (it found a failure).
+fn read_chunks(reader: &mut impl Read, sender: &std::sync::mpsc::SyncSender<Chunk>) -> Result<(), BundleError> {
+    let new_chunk = || Chunk {
+        bytes: Vec::with_capacity(CHUNK_RECORDS * 200),
+        ranges: Vec::with_capacity(CHUNK_RECORDS),
+        hashes: Vec::with_capacity(CHUNK_RECORDS),
+    };
+    let mut chunk = new_chunk();
+    loop {
+        let mut length = [0u8; 4];
+        match reader.read_exact(&mut length) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(unreadable(e)),
+        }
+        let start = chunk.bytes.len();
+        let end = start + u32::from_be_bytes(length) as usize;
+        chunk.bytes.resize(end, 0);
+        reader.read_exact(&mut chunk.bytes[start..end]).map_err(unreadable)?;
+        chunk.hashes.push(audit::merkle::leaf_hash(&chunk.bytes[start..end]));
+        chunk.ranges.push(start..end);
+        if chunk.ranges.len() == CHUNK_RECORDS && sender.send(std::mem::replace(&mut chunk, new_chunk())).is_err() {
+            return Ok(());
+        }
+    }
+    if !chunk.ranges.is_empty() {
+        let _ = sender.send(chunk);
+    }
+    Ok(())
+}
 
 struct HashingReader<R> {
     inner: R,

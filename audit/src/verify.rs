@@ -175,8 +175,13 @@ impl Verifier {
 
     /// Checks the next record.
     pub fn push(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.push_hashed(bytes, merkle::leaf_hash(bytes))
+    }
+
+    /// [`Verifier::push`] with the record's leaf hash already computed from these bytes (for example
+    /// on another thread, as the records are read).
+    pub fn push_hashed(&mut self, bytes: &[u8], hash: Hash) -> Result<(), Failure> {
         let seq = self.next_seq;
-        let hash = merkle::leaf_hash(bytes);
         let record = Record::decode(bytes).map_err(|e| fail(seq, FailureKind::Malformed(e)))?;
         if record.seq != seq {
             return Err(fail(seq, FailureKind::OutOfOrder { found: record.seq }));
