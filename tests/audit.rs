@@ -430,3 +430,43 @@ fn keygen_writes_a_private_key_once_and_prints_its_public_key() {
     let bad_origin = finledger(&["audit", "keygen", "--out", &format!("{out_text}.2"), "--origin", "a b"]);
     assert!(!bad_origin.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_checkpoint_interval_the_unsigned_tail_is_signed_on_the_next_start_and_expiries_are_recorded() {
+    let options = fresh_database(shared_cluster()).await;
+    let clock = ManualClock::new();
+    let hourly = finledger::store::AuditMode::Signed {
+        signer: test_audit_key(),
+        checkpoint_interval: std::time::Duration::from_secs(3600),
+    };
+    let ledger = TestLedger::start_with(options.clone(), clock.clock(), hourly).await;
+    ledger.submit(vec![account(1, UNLIMITED), account(2, UNLIMITED)]).await;
+    ledger.submit(vec![pending(10, 1, 2, 500, 1)]).await;
+    clock.advance_s(2);
+    // An empty submission runs due expirations.
+    ledger.submit(Vec::new()).await;
+    ledger.stop().await;
+    let mut connection = PgConnection::connect_with(&options).await.unwrap();
+    assert_eq!(count(&mut connection, "audit_records").await, 4);
+    assert_eq!(count(&mut connection, "audit_checkpoints").await, 0);
+
+    // The next start finds records after the last checkpoint and signs them before anything else.
+    let ledger = TestLedger::start(options.clone(), clock.clock()).await;
+    ledger.submit(vec![transfer(20, 1, 2, 100)]).await;
+    assert_eq!(count(&mut connection, "audit_checkpoints").await, 1);
+    let dir = TempDir::new().unwrap();
+    let (_, report) = verify(&export(&ledger, &dir, 0, None).await).unwrap();
+    assert_eq!(report.records, 5);
+    assert_eq!(report.by_type["transfer.expired"], 1);
+    assert_eq!(report.totals["USD"].debits_pending, 0);
+    assert_eq!(report.balances_compared, 2);
+    ledger.stop().await;
+}
+
+async fn count(connection: &mut PgConnection, table: &str) -> i64 {
+    let query = format!("SELECT count(*) FROM {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+        .fetch_one(connection)
+        .await
+        .unwrap()
+}

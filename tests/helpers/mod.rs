@@ -102,10 +102,14 @@ pub struct TestLedger {
 
 impl TestLedger {
     pub async fn start(options: PgConnectOptions, clock: Clock) -> TestLedger {
+        TestLedger::start_with(options, clock, test_audit()).await
+    }
+
+    pub async fn start_with(options: PgConnectOptions, clock: Clock, audit: finledger::store::AuditMode) -> TestLedger {
         let store = Store::connect(options.clone(), 4)
             .await
             .expect("connecting the read pool");
-        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), test_audit(), clock);
+        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), audit, clock);
         TestLedger {
             handle,
             store,
