@@ -144,6 +144,20 @@ pub struct StoredRecord {
     pub bytes: Vec<u8>,
 }
 
+struct RecordRow {
+    seq: i64,
+    bytes: Vec<u8>,
+}
+
+impl From<RecordRow> for StoredRecord {
+    fn from(row: RecordRow) -> StoredRecord {
+        StoredRecord {
+            seq: row.seq as u64,
+            bytes: row.bytes,
+        }
+    }
+}
+
 impl Store {
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<StoredCheckpoint>> {
         let row = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
@@ -157,25 +171,21 @@ impl Store {
 
     /// Up to `limit` records from `from`, in order.
     pub async fn audit_records(&self, from: u64, limit: u32) -> anyhow::Result<Vec<StoredRecord>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            RecordRow,
             "SELECT seq, bytes FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2",
             from as i64,
             i64::from(limit)
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredRecord {
-                seq: row.seq as u64,
-                bytes: row.bytes,
-            })
-            .collect())
+        Ok(rows.into_iter().map(StoredRecord::from).collect())
     }
 
     /// The records of a transfer: its creation and, for a pending transfer, its post, void or expiry.
     pub async fn transfer_records(&self, id: TransferId) -> anyhow::Result<Vec<StoredRecord>> {
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            RecordRow,
             "SELECT r.seq, r.bytes FROM transfers t
              JOIN audit_records r ON r.seq IN (t.audit_seq, t.resolution_audit_seq)
              WHERE t.id = $1 ORDER BY r.seq",
@@ -183,13 +193,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| StoredRecord {
-                seq: row.seq as u64,
-                bytes: row.bytes,
-            })
-            .collect())
+        Ok(rows.into_iter().map(StoredRecord::from).collect())
     }
 
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<::audit::Hash>> {
