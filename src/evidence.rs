@@ -132,11 +132,10 @@ async fn export_snapshot(
     to: Option<u64>,
     key: &NoteVerifier,
 ) -> anyhow::Result<Exported> {
-    let latest = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-        .fetch_optional(&mut *connection)
+    let latest = crate::store::audit::latest_checkpoint(connection)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the audit log has no signed checkpoint yet"))?;
-    let size = latest.size as u64;
+    let size = latest.size;
     let to = to.unwrap_or(size);
     if from > to || to > size {
         anyhow::bail!(
@@ -357,7 +356,7 @@ pub fn verify_bundle(
         let name = entry.path().map_err(unreadable)?.to_string_lossy().into_owned();
         if name == RECORDS {
             let manifest = manifest
-                .as_ref()
+                .take()
                 .ok_or_else(|| unreadable("records.bin comes before manifest.json"))?;
             let checkpoint_note = small
                 .get(CHECKPOINT)
@@ -389,14 +388,14 @@ pub fn verify_bundle(
                 .map_err(unreadable)?;
             let report = verify_records(
                 &mut entry,
-                manifest,
+                &manifest,
                 &checkpoint,
                 trusted.as_ref(),
                 &edges,
                 balances.as_deref(),
                 &mut progress,
             )?;
-            return Ok((manifest_owned(manifest), report));
+            return Ok((manifest, report));
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(unreadable)?;
@@ -411,18 +410,6 @@ pub fn verify_bundle(
         }
     }
     Err(unreadable("the bundle has no records.bin"))
-}
-
-fn manifest_owned(manifest: &Manifest) -> Manifest {
-    Manifest {
-        format: manifest.format.clone(),
-        origin: manifest.origin.clone(),
-        from_seq: manifest.from_seq,
-        to_seq: manifest.to_seq,
-        checkpoint_size: manifest.checkpoint_size,
-        exported_at: manifest.exported_at.clone(),
-        files: manifest.files.clone(),
-    }
 }
 
 fn hashes(list: &[String]) -> Result<Vec<Hash>, BundleError> {

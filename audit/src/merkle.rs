@@ -100,6 +100,12 @@ impl Span {
         fold_right(&hashes)
     }
 
+    /// Like [`Span::hash`], when a subtree's hash may be unknown (`None`).
+    pub fn try_hash(self, subtree_hash: impl FnMut(Subtree) -> Option<Hash>) -> Option<Hash> {
+        let hashes: Option<Vec<Hash>> = self.subtrees().map(subtree_hash).collect();
+        hashes.map(|hashes| fold_right(&hashes))
+    }
+
     /// The span of ct-merkle's node `index` (array-based numbering: leaf i is 2i, a node at level l
     /// has l trailing ones) in a tree of `size` leaves.
     fn of_node(index: u64, size: u64) -> Span {
@@ -281,7 +287,22 @@ impl TreeHasher {
             return Err(ProofError::Misaligned { size: self.size, level });
         };
         check_size(size)?;
+        self.merge(level, hash, |_, _| {});
+        Ok(())
+    }
+
+    /// Appends a leaf and calls `completed` with every perfect subtree of two or more leaves that it
+    /// completes, smallest first.
+    pub fn push_reporting(&mut self, leaf: Hash, completed: impl FnMut(Subtree, &Hash)) {
+        self.merge(0, leaf, completed);
+    }
+
+    /// Appends a perfect subtree of 2^`level` leaves (the size is a multiple of it), merging it with
+    /// the equal-sized subtrees before it and reporting each subtree that completes.
+    fn merge(&mut self, level: u8, hash: Hash, mut completed: impl FnMut(Subtree, &Hash)) {
         let mut node = hash;
+        let mut merged = level;
+        // Each one bit of the old size from `level` up is a subtree the same size as `node`.
         let mut carry = self.size >> level;
         while carry & 1 == 1 {
             let Some(left) = self.subtrees.pop() else {
@@ -289,36 +310,17 @@ impl TreeHasher {
             };
             node = node_hash(&left, &node);
             carry >>= 1;
-        }
-        self.subtrees.push(node);
-        self.size = size;
-        Ok(())
-    }
-
-    /// Appends a leaf and calls `completed` with every perfect subtree of two or more leaves that it
-    /// completes, smallest first.
-    pub fn push_reporting(&mut self, leaf: Hash, mut completed: impl FnMut(Subtree, &Hash)) {
-        let mut node = leaf;
-        let mut level = 0u8;
-        // Each trailing one bit of the old size is a perfect subtree the same size as `node`.
-        let mut carry = self.size;
-        while carry & 1 == 1 {
-            let Some(left) = self.subtrees.pop() else {
-                unreachable!("one subtree per set bit of the size")
-            };
-            node = node_hash(&left, &node);
-            carry >>= 1;
-            level += 1;
+            merged += 1;
             completed(
                 Subtree {
-                    level,
-                    index: self.size >> level,
+                    level: merged,
+                    index: self.size >> merged,
                 },
                 &node,
             );
         }
         self.subtrees.push(node);
-        self.size += 1;
+        self.size += 1 << level;
     }
 
     /// The root of the tree over every leaf pushed so far.

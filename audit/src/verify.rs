@@ -20,7 +20,7 @@ use foldhash::HashSetExt;
 use crate::merkle::{self, Hash, Subtree, TreeHasher};
 use crate::note::Checkpoint;
 use crate::record::{
-    self, AccountCreated, Currency, DecodeError, Event, GENESIS_PREV_HASH, Id, Record, Resolution, TransferCreated,
+    AccountCreated, Currency, DecodeError, Event, GENESIS_PREV_HASH, Id, Record, Resolution, TransferCreated,
 };
 
 /// Why verification failed, and where.
@@ -574,9 +574,4 @@ fn text(currency: &Currency) -> String {
 pub fn uuid_text(id: &Id) -> String {
     let h = hex(id);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-/// The seq a record claims, for error messages about records that cannot be parsed.
-pub fn claimed_seq(bytes: &[u8]) -> Option<u64> {
-    record::peek_seq(bytes)
 }

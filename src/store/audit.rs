@@ -21,6 +21,7 @@ use ledger::{
 };
 use sqlx::PgConnection;
 
+use crate::store::StoredCheckpoint;
 use crate::store::rows::to_datetime;
 
 /// Stored subtree levels are the multiples of this (see migrations/0002_audit.sql).
@@ -135,21 +136,13 @@ impl Window {
         if self.signed_size == 0 {
             return Ok(Vec::new());
         }
-        let mut proof = Vec::new();
-        for span in merkle::consistency_spans(self.signed_size, size)? {
-            let mut missing = false;
-            let hash = span.hash(|subtree| {
-                self.subtree(subtree).unwrap_or_else(|| {
-                    missing = true;
-                    [0; 32]
-                })
-            });
-            if missing {
-                return Err(merkle::ProofError::RootMismatch);
-            }
-            proof.push(hash);
-        }
-        Ok(proof)
+        merkle::consistency_spans(self.signed_size, size)?
+            .into_iter()
+            .map(|span| {
+                span.try_hash(|subtree| self.subtree(subtree))
+                    .ok_or(merkle::ProofError::RootMismatch)
+            })
+            .collect()
     }
 }
 
@@ -192,17 +185,14 @@ impl AuditLog {
                 merkle::leaf_hash(&bytes)
             }
         };
-        let stored = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(&mut *connection)
-            .await?;
-        let last = match stored {
+        let last = match latest_checkpoint(connection).await? {
             None => None,
             Some(row) => {
                 let checkpoint = Checkpoint::open(&row.note, &signer.verifier()).map_err(|e| AuditMismatch {
-                    size: row.size as u64,
+                    size: row.size,
                     reason: format!("the stored checkpoint does not open with the configured key: {e}"),
                 })?;
-                if checkpoint.size != row.size as u64 || checkpoint.size > size {
+                if checkpoint.size != row.size || checkpoint.size > size {
                     return Err(AuditMismatch {
                         size: checkpoint.size,
                         reason: format!("the database holds {size} records"),
@@ -460,18 +450,33 @@ fn rejection(command: &Command, code: &str) -> Event {
     })
 }
 
+/// The latest signed checkpoint stored: its size and signed note.
+pub async fn latest_checkpoint(connection: &mut PgConnection) -> anyhow::Result<Option<StoredCheckpoint>> {
+    let row = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+        .fetch_optional(&mut *connection)
+        .await?;
+    Ok(row.map(|row| StoredCheckpoint {
+        size: row.size as u64,
+        note: row.note,
+    }))
+}
+
+/// The stored level a subtree's hash is computed from, and the indexes of its parts at that level.
+fn stored_parts(subtree: &Subtree) -> (u8, std::ops::Range<u64>) {
+    let base = subtree.level - subtree.level % STORED_LEVEL_STRIDE;
+    let first = subtree.index << (subtree.level - base);
+    (base, first..first + (1u64 << (subtree.level - base)))
+}
+
 /// The hashes of `wanted` perfect subtrees, each from at most 8 stored subtree hashes or 16 records.
 pub async fn subtree_hashes(
     connection: &mut PgConnection,
     wanted: &[Subtree],
 ) -> anyhow::Result<HashMap<Subtree, Hash>> {
-    let base = |subtree: &Subtree| subtree.level - subtree.level % STORED_LEVEL_STRIDE;
     let (mut seqs, mut levels, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
     for subtree in wanted {
-        let base = base(subtree);
-        let span = 1u64 << (subtree.level - base);
-        let first = subtree.index << (subtree.level - base);
-        for index in first..first + span {
+        let (base, parts) = stored_parts(subtree);
+        for index in parts {
             if base == 0 {
                 seqs.push(index as i64);
             } else {
@@ -516,10 +521,9 @@ pub async fn subtree_hashes(
     }
     let mut out = HashMap::new();
     for subtree in wanted {
-        let base = base(subtree);
-        let first = subtree.index << (subtree.level - base);
+        let (base, parts) = stored_parts(subtree);
         let mut tree = TreeHasher::new();
-        for index in first..first + (1u64 << (subtree.level - base)) {
+        for index in parts {
             let part = Subtree { level: base, index };
             let hash = stored
                 .get(&part)

@@ -160,13 +160,8 @@ impl From<RecordRow> for StoredRecord {
 
 impl Store {
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<StoredCheckpoint>> {
-        let row = sqlx::query!("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| StoredCheckpoint {
-            size: row.size as u64,
-            note: row.note,
-        }))
+        let mut connection = self.pool.acquire().await?;
+        audit::latest_checkpoint(&mut connection).await
     }
 
     /// Up to `limit` records from `from`, in order.
