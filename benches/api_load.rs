@@ -74,7 +74,7 @@ async fn start(cluster: &LocalPostgres, name: &str, dir: &std::path::Path) -> (A
         "--api-listen=127.0.0.1:0".to_string(),
         "--ops-listen=127.0.0.1:0".to_string(),
         format!("--data-dir={}", pki.display()),
-        format!("--principals={}/policies/principals.toml", env!("CARGO_MANIFEST_DIR")),
+        format!("--policies={}/policies", env!("CARGO_MANIFEST_DIR")),
         "--log=warn".to_string(),
     ];
     let settings = Arguments::parse_from(arguments).settings;

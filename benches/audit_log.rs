@@ -65,6 +65,7 @@ fn actor() -> Actor {
     Actor {
         principal: "payments".to_string(),
         certificate_sha256: Some([7; 32]),
+        ..Actor::default()
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::authz::token::TokenSettings;
 use crate::pki::PkiPaths;
 use crate::store::SequencerConfig;
 use crate::tls::{TlsFiles, TlsVersionMin};
@@ -39,9 +40,28 @@ pub struct Settings {
     #[arg(long, env = "FINLEDGER_TLS_VERSION_MIN", value_enum, default_value = "1.3")]
     pub tls_version_min: TlsVersionMin,
 
-    /// The principals file: who may call the API.
-    #[arg(long, env = "FINLEDGER_PRINCIPALS", default_value = "policies/principals.toml")]
-    pub principals: PathBuf,
+    /// The policy directory: schema.cedarschema, the *.cedar authorization policies and
+    /// principals.toml (who may call the API, with roles and limits). Reloaded on SIGHUP.
+    #[arg(long, env = "FINLEDGER_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+
+    /// The JWK set (JSON) whose keys sign the tokens a trusted front-end presents for its users
+    /// (EdDSA, ES256 or RS256; each key with kid and alg). Without it, tokens are refused. Reloaded on
+    /// SIGHUP.
+    #[arg(long, env = "FINLEDGER_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// The `iss` every front-end token must carry.
+    #[arg(long, env = "FINLEDGER_JWT_ISSUER", default_value = "https://console.finledger.dev")]
+    pub jwt_issuer: String,
+
+    /// The `aud` every front-end token must carry.
+    #[arg(long, env = "FINLEDGER_JWT_AUDIENCE", default_value = "finledger")]
+    pub jwt_audience: String,
+
+    /// How long a transfer held for approval waits for a decision before it expires, in seconds.
+    #[arg(long, env = "FINLEDGER_HOLD_TIMEOUT_S", default_value_t = 259_200, value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
+    pub hold_timeout_s: u32,
 
     /// Plain-HTTP operations listener: /healthz and /readyz only, never business data.
     #[arg(long, env = "FINLEDGER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
@@ -89,6 +109,15 @@ impl Settings {
             account_cache_max: self.account_cache_max as usize,
             commit_pipeline_depth: self.commit_pipeline_depth as usize,
         }
+    }
+
+    /// Where front-end tokens come from, when they are accepted at all.
+    pub fn token_settings(&self) -> Option<TokenSettings> {
+        self.jwks_file.as_ref().map(|jwks_file| TokenSettings {
+            jwks_file: jwks_file.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        })
     }
 
     /// The checkpoint signing key file: the configured one, or the dev key's.

@@ -7,13 +7,15 @@
 //! principal must also be listed in the principals file (policies/principals.toml): a certificate
 //! that verifies but names nobody known is refused with 403.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use chrono::FixedOffset;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// What a principal is: a calling service, or a person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
@@ -124,18 +126,39 @@ pub struct Principal {
     pub name: String,
     pub kind: PrincipalKind,
     pub roles: Vec<String>,
+    /// Accounts it owns besides those it created.
+    pub accounts: Vec<Uuid>,
+    /// Per currency code, in minor units: the largest transfer it makes without a second principal's
+    /// approval, and the largest it may approve. A currency not listed means 0.
+    pub approval_limits: BTreeMap<String, u64>,
 }
 
-/// The caller of one request: the principal and the certificate it presented.
+impl Principal {
+    /// The approval limit in `currency`, in minor units (0 when none is configured).
+    pub fn approval_limit(&self, currency: &str) -> u64 {
+        self.approval_limits.get(currency).copied().unwrap_or(0)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// The caller of one request: the principal decisions are made for, and the certificate presented.
+/// When a trusted front-end relays a user's signed token, the principal is that user and `front_end`
+/// the front-end whose certificate it is.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub principal: Arc<Principal>,
     pub certificate_sha256: String,
+    pub front_end: Option<Arc<Principal>>,
+    /// The user passed multi-factor authentication (the token's `amr` lists "mfa").
+    pub mfa: bool,
 }
 
 impl Caller {
-    /// Who the audit log names for this caller's commands.
-    pub fn actor(&self) -> audit::Actor {
+    /// Who the audit log names for this caller's commands, allowed (or denied) by `policy_set`.
+    pub fn actor(&self, policy_set: Option<[u8; 32]>) -> audit::Actor {
         let mut fingerprint = [0u8; 32];
         let certificate_sha256 = hex::decode_to_slice(&self.certificate_sha256, &mut fingerprint)
             .ok()
@@ -143,22 +166,37 @@ impl Caller {
         audit::Actor {
             principal: self.principal.name.clone(),
             certificate_sha256,
+            front_end: self.front_end.as_ref().map(|front_end| front_end.name.clone()),
+            policy_set,
         }
     }
 }
 
-/// The principals file: every principal that may call the service.
+/// The principals file: every principal that may call the service, the roles they may hold, and the
+/// business time zone.
 #[derive(Debug)]
 pub struct Principals {
     trust_domain: String,
+    business_utc_offset: FixedOffset,
     by_name: BTreeMap<String, Arc<Principal>>,
+    /// Accounts listed under a principal's `accounts`, with their listed owners.
+    listed_owners: HashMap<Uuid, Vec<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PrincipalsFile {
     trust_domain: String,
+    #[serde(default = "utc")]
+    business_utc_offset: String,
+    roles: BTreeMap<String, String>,
+    #[serde(default)]
+    conflicting_roles: Vec<[String; 2]>,
     principals: BTreeMap<String, PrincipalEntry>,
+}
+
+fn utc() -> String {
+    "+00:00".to_string()
 }
 
 #[derive(Deserialize)]
@@ -167,6 +205,64 @@ struct PrincipalEntry {
     kind: PrincipalKind,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    accounts: Vec<Uuid>,
+    #[serde(default)]
+    approval_limits: BTreeMap<String, u64>,
+}
+
+/// Checks one principal's entry: a name usable in a SPIFFE ID, known roles, no conflicting pair of
+/// roles (static separation of duties), real currencies.
+fn check_principal(
+    name: &str,
+    entry: &PrincipalEntry,
+    roles: &BTreeMap<String, String>,
+    conflicts: &[[String; 2]],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+        "principal {name:?}: a name is letters, digits, '-', '_' and '.'"
+    );
+    for role in &entry.roles {
+        anyhow::ensure!(
+            roles.contains_key(role),
+            "principal {name:?}: the role {role:?} is not defined in [roles]"
+        );
+    }
+    for [a, b] in conflicts {
+        let holds = |role: &String| entry.roles.contains(role);
+        anyhow::ensure!(
+            !(holds(a) && holds(b)),
+            "principal {name:?} holds the conflicting roles {a:?} and {b:?} (separation of duties: no \
+             principal may hold both)"
+        );
+    }
+    for currency in entry.approval_limits.keys() {
+        ledger::Currency::from_code(currency).map_err(|_| {
+            anyhow::anyhow!("principal {name:?}: approval_limits names {currency:?}, which is not an ISO 4217 code")
+        })?;
+    }
+    Ok(())
+}
+
+/// "+HH:MM" or "-HH:MM" as an offset from UTC.
+fn parse_utc_offset(text: &str) -> anyhow::Result<FixedOffset> {
+    let invalid = || anyhow::anyhow!("business_utc_offset {text:?} is not an offset like \"+01:00\"");
+    let (sign, rest) = match text.as_bytes().first() {
+        Some(b'+') => (1, &text[1..]),
+        Some(b'-') => (-1, &text[1..]),
+        _ => return Err(invalid()),
+    };
+    let (hours, minutes) = rest.split_once(':').ok_or_else(invalid)?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return Err(invalid());
+    }
+    let hours: i32 = hours.parse().map_err(|_| invalid())?;
+    let minutes: i32 = minutes.parse().map_err(|_| invalid())?;
+    if hours > 14 || minutes > 59 {
+        return Err(invalid());
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or_else(invalid)
 }
 
 impl Principals {
@@ -178,22 +274,60 @@ impl Principals {
     pub fn parse(text: &str) -> anyhow::Result<Principals> {
         let file: PrincipalsFile = toml::from_str(text)?;
         anyhow::ensure!(!file.trust_domain.is_empty(), "trust_domain must not be empty");
-        let by_name = file
-            .principals
-            .into_iter()
-            .map(|(name, entry)| {
-                let principal = Principal {
-                    name: name.clone(),
-                    kind: entry.kind,
-                    roles: entry.roles,
-                };
-                (name, Arc::new(principal))
-            })
-            .collect();
+        let business_utc_offset = parse_utc_offset(&file.business_utc_offset)?;
+        for pair in &file.conflicting_roles {
+            for role in pair {
+                anyhow::ensure!(
+                    file.roles.contains_key(role),
+                    "conflicting_roles names the role {role:?}, which [roles] does not define"
+                );
+            }
+            anyhow::ensure!(
+                pair[0] != pair[1],
+                "conflicting_roles pairs the role {:?} with itself",
+                pair[0]
+            );
+        }
+        let mut by_name = BTreeMap::new();
+        let mut listed_owners: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (name, entry) in file.principals {
+            check_principal(&name, &entry, &file.roles, &file.conflicting_roles)?;
+            for account in &entry.accounts {
+                listed_owners.entry(*account).or_default().push(name.clone());
+            }
+            let principal = Principal {
+                name: name.clone(),
+                kind: entry.kind,
+                roles: entry.roles,
+                accounts: entry.accounts,
+                approval_limits: entry.approval_limits,
+            };
+            by_name.insert(name, Arc::new(principal));
+        }
         Ok(Principals {
             trust_domain: file.trust_domain,
+            business_utc_offset,
             by_name,
+            listed_owners,
         })
+    }
+
+    /// The time zone of the business-hours rule.
+    pub fn business_utc_offset(&self) -> FixedOffset {
+        self.business_utc_offset
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Principal>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Principal>> {
+        self.by_name.values()
+    }
+
+    /// Principals listed as owning `account` in this file (besides the owner the ledger recorded).
+    pub fn listed_owners(&self, account: Uuid) -> &[String] {
+        self.listed_owners.get(&account).map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -220,6 +354,8 @@ impl Principals {
         Ok(Caller {
             principal: principal.clone(),
             certificate_sha256: certificate.fingerprint_sha256.clone(),
+            front_end: None,
+            mfa: false,
         })
     }
 }
@@ -230,9 +366,13 @@ mod tests {
 
     const FILE: &str = r#"
         trust_domain = "finledger.dev"
+        [roles]
+        payments = "moves money"
+        auditor = "reads"
         [principals.payments]
         kind = "svc"
         roles = ["payments"]
+        approval_limits = { USD = 500 }
         [principals.analyst-a]
         kind = "user"
     "#;
@@ -305,7 +445,57 @@ mod tests {
 
     #[test]
     fn a_principals_file_with_unknown_fields_is_refused() {
-        let error = Principals::parse("trust_domain = \"x\"\n[principals.a]\nkind = \"svc\"\nrole = \"typo\"\n");
+        let error =
+            Principals::parse("trust_domain = \"x\"\n[roles]\n[principals.a]\nkind = \"svc\"\nrole = \"typo\"\n");
         assert!(format!("{:#}", error.unwrap_err()).contains("role"));
+    }
+
+    #[test]
+    fn limits_are_per_currency_and_zero_when_absent() {
+        let principals = Principals::parse(FILE).unwrap();
+        let payments = principals.get("payments").unwrap();
+        assert_eq!(payments.approval_limit("USD"), 500);
+        assert_eq!(payments.approval_limit("EUR"), 0);
+    }
+
+    #[test]
+    fn a_principal_holding_conflicting_roles_is_refused_with_both_named() {
+        let text = format!("{FILE}\n[principals.mallory]\nkind = \"user\"\nroles = [\"auditor\", \"payments\"]\n")
+            .replace("[principals.payments]", "[principals.payments]")
+            .replacen(
+                "trust_domain = \"finledger.dev\"",
+                "trust_domain = \"finledger.dev\"\nconflicting_roles = [[\"auditor\", \"payments\"]]",
+                1,
+            );
+        let error = format!("{:#}", Principals::parse(&text).unwrap_err());
+        assert!(
+            error.contains("mallory") && error.contains("\"auditor\"") && error.contains("\"payments\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_roles_currencies_and_offsets_are_refused() {
+        for (text, expected) in [
+            (
+                FILE.replace("roles = [\"payments\"]", "roles = [\"payment\"]"),
+                "\"payment\" is not defined",
+            ),
+            (FILE.replace("USD = 500", "USX = 500"), "USX"),
+            (
+                FILE.replacen("[roles]", "business_utc_offset = \"1:00\"\n[roles]", 1),
+                "business_utc_offset",
+            ),
+        ] {
+            let error = format!("{:#}", Principals::parse(&text).unwrap_err());
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_principals_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/principals.toml");
+        let principals = Principals::load(&path).unwrap();
+        assert!(principals.get("payments").unwrap().has_role("money-mover"));
     }
 }

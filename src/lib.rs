@@ -4,6 +4,7 @@
 //! to PostgreSQL, the network and the command line.
 
 pub mod api;
+pub mod authz;
 pub mod cli;
 pub mod clock;
 pub mod configuration;

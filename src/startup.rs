@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::AppState;
+use crate::authz::Authorizer;
 use crate::clock::Clock;
 use crate::configuration::Settings;
-use crate::identity::Principals;
 use crate::local_postgres::LocalPostgres;
 use crate::store::{self, AuditMode, Store, sequencer};
 use crate::tls::{self, ClientCertificateAcceptor};
@@ -62,6 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = open_database(&settings).await?;
     let running = Application::start(&settings, database, crate::clock::system()).await?;
     let _reload = tls::reload_on_sighup(running.tls.clone(), settings.tls_files())?;
+    let _reload_policies = running.reload_policies_on_sighup()?;
     tracing::info!(
         api = %running.api_address,
         ops = %running.ops_address,
@@ -89,16 +90,23 @@ pub struct Application {
     sequencer: sequencer::Shutdown,
     store: Store,
     database: Database,
+    /// The live policy set and token keys.
+    pub authz: Arc<Authorizer>,
+    ledger: store::LedgerHandle,
 }
 
 impl Application {
-    /// Loads the principals and TLS files (creating the dev PKI when none is configured), starts the
-    /// sequencer and binds both listeners. Any invalid file stops start-up with its path and reason.
+    /// Loads the policy directory and TLS files (creating the dev PKI when none is configured), starts
+    /// the sequencer, records the policy set in the audit log and binds both listeners. Any invalid
+    /// file stops start-up with its path, line and reason.
     pub async fn start(settings: &Settings, database: Database, clock: Clock) -> anyhow::Result<Application> {
-        let principals = Arc::new(Principals::load(&settings.principals)?);
+        let authz = Arc::new(
+            Authorizer::load(&settings.policies, settings.token_settings())
+                .with_context(|| format!("loading the policies in {}", settings.policies.display()))?,
+        );
         if settings.uses_dev_pki() && !settings.pki().ca_cert().exists() {
             let dir = settings.pki().dir;
-            crate::pki::init(&dir, principals.trust_domain(), false)?;
+            crate::pki::init(&dir, authz.current().principals().trust_domain(), false)?;
             tracing::info!(dir = %dir.display(), "created the dev PKI");
         }
         let tls = RustlsConfig::from_config(tls::server_config(&settings.tls_files())?);
@@ -113,12 +121,14 @@ impl Application {
         };
         let (ledger, sequencer) =
             sequencer::spawn(database.options.clone(), settings.sequencer(), audit, clock.clone());
+        record_policy_set(&ledger, &authz.current()).await?;
         let state = AppState {
-            ledger,
+            ledger: ledger.clone(),
             store: store.clone(),
-            principals,
+            authz: authz.clone(),
             clock,
             audit_key: audit_key.verifier(),
+            hold_timeout_s: settings.hold_timeout_s,
         };
         let ops_listener = TcpListener::bind(settings.ops_listen)
             .await
@@ -150,7 +160,33 @@ impl Application {
             sequencer,
             store,
             database,
+            authz,
+            ledger,
         })
+    }
+
+    /// Loads the policy directory (and JWKS file) again: on success the new set takes effect at
+    /// once and is recorded in the audit log; on any error the old set stays and the error is
+    /// returned. Returns whether the set changed.
+    pub async fn reload_policies(&self) -> anyhow::Result<bool> {
+        reload_policies(&self.authz, &self.ledger).await
+    }
+
+    /// Reloads the policies on every SIGHUP, logging the outcome.
+    pub fn reload_policies_on_sighup(&self) -> anyhow::Result<JoinHandle<()>> {
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing a SIGHUP handler")?;
+        let (authz, ledger) = (self.authz.clone(), self.ledger.clone());
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if let Err(error) = reload_policies(&authz, &ledger).await {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "policy reload failed; the previous policies stay"
+                    );
+                }
+            }
+        }))
     }
 
     /// Stops taking connections, lets open requests finish (bounded), commits what the sequencer
@@ -167,6 +203,32 @@ impl Application {
             let _ = tokio::task::spawn_blocking(move || local.stop()).await;
         }
     }
+}
+
+async fn reload_policies(authz: &Authorizer, ledger: &store::LedgerHandle) -> anyhow::Result<bool> {
+    let Some(policies) = authz.reload()? else {
+        tracing::info!("policies reloaded: unchanged");
+        return Ok(false);
+    };
+    record_policy_set(ledger, &policies).await?;
+    tracing::info!(
+        hash = hex::encode(policies.hash()),
+        "policies reloaded: a new set is in effect"
+    );
+    Ok(true)
+}
+
+/// Records that `policies` took effect.
+async fn record_policy_set(ledger: &store::LedgerHandle, policies: &crate::authz::Policies) -> anyhow::Result<()> {
+    let actor = audit::Actor {
+        policy_set: Some(policies.hash()),
+        ..audit::Actor::system()
+    };
+    ledger
+        .acting_as(actor)
+        .record(policies.loaded_event())
+        .await
+        .context("recording the policy set in the audit log")
 }
 
 /// `finledger migrate`: applies migrations and exits.

@@ -730,11 +730,13 @@ async fn signed_checkpoint(client: &ApiClient, key: &audit::note::NoteVerifier) 
 async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
     let app = TestApp::spawn().await;
     let client = app.payments();
+    let auditor = app.client(PrincipalKind::User, "auditor");
     let key_text = client.get("/v1/audit/public-key").await.text;
     let key = audit::note::NoteVerifier::parse(&key_text).expect("the public key in note verifier format");
     two_accounts(&client).await;
-    let old = signed_checkpoint(&client, &key).await;
-    assert_eq!(old.size, 2);
+    // Record 0 is the policy set taking effect at start-up; then the two accounts.
+    let old = signed_checkpoint(&auditor, &key).await;
+    assert_eq!(old.size, 3);
     let pending = json!({"id": id(10), "debit_account_id": id(1), "credit_account_id": id(2), "amount": "5.00",
                          "currency": "USD", "code": 1, "pending": {"timeout_s": 3600}});
     assert_eq!(client.post("/v1/transfers", &pending).await.status, StatusCode::CREATED);
@@ -744,8 +746,8 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
     assert_eq!(post.status, StatusCode::CREATED, "{}", post.text);
     let refused = client.post("/v1/transfers", &transfer_body(12, 2, 1, "1000.00")).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let new = signed_checkpoint(&client, &key).await;
-    assert_eq!(new.size, 5);
+    let new = signed_checkpoint(&auditor, &key).await;
+    assert_eq!(new.size, 6);
 
     // The pending transfer's records: its creation and its post, each proven in the checkpoint, each
     // naming the principal and certificate that asked.
@@ -770,36 +772,37 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
         assert!(decoded.actor.certificate_sha256.is_some());
     }
 
-    let page = client.get("/v1/audit/records?from=3&limit=10").await;
+    let page = auditor.get("/v1/audit/records?from=4&limit=10").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     assert_eq!(page.body["data"].as_array().unwrap().len(), 2);
     assert_eq!(page.body["data"][1]["type"], "command.rejected");
-    assert_eq!(page.body["next_from"], 5);
+    assert_eq!(page.body["next_from"], 6);
 
-    let inclusion = client.get("/v1/audit/proof/inclusion?index=1&tree_size=2").await;
+    let inclusion = auditor.get("/v1/audit/proof/inclusion?index=2&tree_size=3").await;
     assert_eq!(inclusion.status, StatusCode::OK, "{}", inclusion.text);
-    let first_page = client.get("/v1/audit/records?limit=2").await;
+    let first_page = auditor.get("/v1/audit/records?limit=3").await;
+    assert_eq!(first_page.body["data"][0]["type"], "policy_set.loaded");
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(first_page.body["data"][1]["bytes"].as_str().unwrap())
+        .decode(first_page.body["data"][2]["bytes"].as_str().unwrap())
         .unwrap();
-    audit::merkle::verify_inclusion(&bytes, 1, 2, &old.root, &hashes(&inclusion.body["proof"])).unwrap();
+    audit::merkle::verify_inclusion(&bytes, 2, 3, &old.root, &hashes(&inclusion.body["proof"])).unwrap();
 
-    let consistency = client.get("/v1/audit/proof/consistency?old_size=2").await;
+    let consistency = auditor.get("/v1/audit/proof/consistency?old_size=3").await;
     assert_eq!(consistency.status, StatusCode::OK, "{}", consistency.text);
-    assert_eq!(consistency.body["new_size"], 5);
+    assert_eq!(consistency.body["new_size"], 6);
     let proof = hashes(&consistency.body["proof"]);
     audit::merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &proof).unwrap();
 
     for (path, code) in [
-        ("/v1/audit/proof/inclusion?index=5", "invalid_field"),
-        ("/v1/audit/proof/inclusion?index=0&tree_size=6", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=6", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=0&tree_size=7", "invalid_field"),
         ("/v1/audit/proof/inclusion?index=x", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=0", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=3&new_size=2", "invalid_field"),
         ("/v1/audit/records?limit=0", "invalid_field"),
     ] {
-        assert_problem(&client.get(path).await, StatusCode::UNPROCESSABLE_ENTITY, code);
+        assert_problem(&auditor.get(path).await, StatusCode::UNPROCESSABLE_ENTITY, code);
     }
     let unknown = client.get(&format!("/v1/transfers/{}/proof", id(99))).await;
     assert_problem(&unknown, StatusCode::NOT_FOUND, "transfer_not_found");

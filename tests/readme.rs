@@ -22,10 +22,7 @@ fn serve(dir: &Path, ops_port: u16, api_port: u16) -> Child {
         .current_dir(dir)
         .env_remove("DATABASE_URL")
         .env_remove("FINLEDGER_DATA_DIR")
-        .env(
-            "FINLEDGER_PRINCIPALS",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/policies/principals.toml"),
-        )
+        .env("FINLEDGER_POLICIES", concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
         .env("FINLEDGER_OPS_LISTEN", format!("127.0.0.1:{ops_port}"))
         .env("FINLEDGER_API_LISTEN", format!("127.0.0.1:{api_port}"))
         .stdout(Stdio::null())
@@ -54,12 +51,21 @@ fn the_readme_curl_examples_work_after_serve_starts() {
         .into_iter()
         .map(|line| line.replace("https://localhost:8443", &format!("https://localhost:{api_port}")))
         .collect();
+    // The client definitions (FL for the payments service, AU for the auditor) and their commands.
     let definition = lines
         .iter()
-        .find(|l| l.starts_with("FL="))
-        .expect("the FL definition")
-        .clone();
-    let commands: Vec<&String> = lines.iter().filter(|l| l.starts_with("$FL")).collect();
+        .filter(|l| l.starts_with("FL=") || l.starts_with("AU="))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        definition.contains("FL=") && definition.contains("AU="),
+        "the client definitions"
+    );
+    let commands: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("$FL") || l.starts_with("$AU"))
+        .collect();
     assert!(commands.len() >= 9, "the example covers the endpoints");
 
     let deadline = Instant::now() + Duration::from_secs(120);

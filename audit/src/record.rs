@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! magic "FLA" 0x01 | seq u64 | timestamp i64 (µs since the Unix epoch, UTC) | type u16
-//! | actor: principal str, certificate (u8 0 | u8 1 + 32-byte SHA-256 fingerprint)
+//! | actor: principal str, certificate opt [32], front_end opt str, policy_set opt [32]
 //! | payload blob (layout per type, below) | prev_hash [32]
 //! ```
+//!
+//! `opt` is a 0 byte for an absent value, or a 1 byte and the value; a list is a u16 count and items.
 //!
 //! Amounts are integers in the currency's minor units; currencies three ASCII capitals; ids 16 bytes.
 
@@ -30,12 +32,18 @@ pub type Currency = [u8; 3];
 /// The `prev_hash` of the first record.
 pub const GENESIS_PREV_HASH: Hash = [0; 32];
 
-/// Who caused a record: the authenticated principal and the fingerprint of the client certificate it
-/// presented (none for the ledger's own actions, such as expiring a pending transfer).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Who caused a record: the principal the action was decided for, the fingerprint of the client
+/// certificate presented (none for the ledger's own actions, such as expiring a pending transfer), the
+/// trusted front-end that relayed a user's request, and the policy set that allowed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Actor {
     pub principal: String,
     pub certificate_sha256: Option<Hash>,
+    /// The front-end (for example the operator console) that presented the certificate and a token
+    /// naming `principal`, a user; absent when the principal called directly.
+    pub front_end: Option<String>,
+    /// SHA-256 of the authorization policy set that allowed the action (for a denial: that denied it).
+    pub policy_set: Option<Hash>,
 }
 
 impl Actor {
@@ -43,7 +51,7 @@ impl Actor {
     pub fn system() -> Actor {
         Actor {
             principal: "finledger".to_string(),
-            certificate_sha256: None,
+            ..Actor::default()
         }
     }
 }
@@ -73,6 +81,59 @@ pub enum Event {
     TransferExpired(Resolution),
     /// A command that changed nothing, with its result code.
     CommandRejected(Rejection),
+    /// A request the authorization policies refused; nothing else happened.
+    AccessDenied(AccessDenied),
+    /// A new authorization policy set took effect (at start-up or on reload).
+    PolicySetLoaded(PolicySetLoaded),
+    /// A transfer was created held (pending) until a second principal decides on it.
+    ReviewOpened(ReviewOpened),
+    /// A held transfer was approved (posted) or rejected (voided) by the record's actor.
+    ReviewDecided(ReviewDecided),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessDenied {
+    /// The action asked for, e.g. `transfer.create`.
+    pub action: String,
+    /// The resource, as a Cedar entity reference, e.g. `Transfer::"<uuid>"`.
+    pub resource: String,
+    /// The policies that determined the denial (the forbids that matched; empty when nothing
+    /// permitted the request).
+    pub policy_ids: Vec<String>,
+    /// Policies whose evaluation failed; any failure is a denial.
+    pub erroring_policy_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySetLoaded {
+    /// SHA-256 over every file below, in order (what `Actor::policy_set` names).
+    pub policy_set: Hash,
+    /// Each file of the set (schema, policies, principals) by name, with its SHA-256.
+    pub files: Vec<(String, Hash)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewOpened {
+    pub transfer: Id,
+    /// Why the transfer is held, e.g. `approval_limit`.
+    pub reason: String,
+    /// Who asked for the transfer.
+    pub initiator: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Approve = 1,
+    Reject = 2,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewDecided {
+    /// The held transfer.
+    pub transfer: Id,
+    pub decision: Decision,
+    /// The transfer that posted or voided it.
+    pub resolution: Id,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +213,10 @@ impl Event {
             Event::TransferVoided(_) => 5,
             Event::TransferExpired(_) => 6,
             Event::CommandRejected(_) => 7,
+            Event::AccessDenied(_) => 8,
+            Event::PolicySetLoaded(_) => 9,
+            Event::ReviewOpened(_) => 10,
+            Event::ReviewDecided(_) => 11,
         }
     }
 
@@ -165,6 +230,10 @@ impl Event {
             Event::TransferVoided(_) => "transfer.voided",
             Event::TransferExpired(_) => "transfer.expired",
             Event::CommandRejected(_) => "command.rejected",
+            Event::AccessDenied(_) => "access.denied",
+            Event::PolicySetLoaded(_) => "policy_set.loaded",
+            Event::ReviewOpened(_) => "review.opened",
+            Event::ReviewDecided(_) => "review.decided",
         }
     }
 }
@@ -198,6 +267,8 @@ impl Record {
         let type_code = input.u16()?;
         let principal = input.str()?;
         let certificate_sha256 = input.opt(Reader::hash)?;
+        let front_end = input.opt(Reader::str)?;
+        let policy_set = input.opt(Reader::hash)?;
         let length = input.u32()? as usize;
         let payload_start = input.at;
         let event = decode_event(&mut input, type_code)?;
@@ -214,6 +285,8 @@ impl Record {
             actor: Actor {
                 principal,
                 certificate_sha256,
+                front_end,
+                policy_set,
             },
             event,
             prev_hash,
@@ -230,6 +303,8 @@ pub fn encode(seq: u64, timestamp_micros: i64, actor: &Actor, event: &Event, pre
     out.u16(event.type_code());
     out.str(&actor.principal);
     out.opt(actor.certificate_sha256.as_ref(), |out, hash| out.bytes(hash));
+    out.opt(actor.front_end.as_deref(), Writer::str);
+    out.opt(actor.policy_set.as_ref(), |out, hash| out.bytes(hash));
     let length_at = out.0.len();
     out.u32(0);
     encode_event(&mut out, event);
@@ -284,6 +359,29 @@ fn encode_event(out: &mut Writer, event: &Event) {
             out.opt(r.amount, Writer::u64);
             out.opt(r.currency.as_ref(), |out, currency| out.bytes(currency));
             out.opt(r.pending_id.as_ref(), |out, id| out.bytes(id));
+        }
+        Event::AccessDenied(d) => {
+            out.str(&d.action);
+            out.str(&d.resource);
+            out.list(&d.policy_ids, |out, id| out.str(id));
+            out.list(&d.erroring_policy_ids, |out, id| out.str(id));
+        }
+        Event::PolicySetLoaded(p) => {
+            out.bytes(&p.policy_set);
+            out.list(&p.files, |out, (name, hash)| {
+                out.str(name);
+                out.bytes(hash);
+            });
+        }
+        Event::ReviewOpened(r) => {
+            out.bytes(&r.transfer);
+            out.str(&r.reason);
+            out.str(&r.initiator);
+        }
+        Event::ReviewDecided(r) => {
+            out.bytes(&r.transfer);
+            out.u8(r.decision as u8);
+            out.bytes(&r.resolution);
         }
     }
 }
@@ -346,6 +444,30 @@ fn decode_event(input: &mut Reader, type_code: u16) -> Result<Event, DecodeError
             currency: input.opt(Reader::currency)?,
             pending_id: input.opt(Reader::id)?,
         }),
+        8 => Event::AccessDenied(AccessDenied {
+            action: input.str()?,
+            resource: input.str()?,
+            policy_ids: input.list(Reader::str)?,
+            erroring_policy_ids: input.list(Reader::str)?,
+        }),
+        9 => Event::PolicySetLoaded(PolicySetLoaded {
+            policy_set: input.hash()?,
+            files: input.list(|input| Ok((input.str()?, input.hash()?)))?,
+        }),
+        10 => Event::ReviewOpened(ReviewOpened {
+            transfer: input.id()?,
+            reason: input.str()?,
+            initiator: input.str()?,
+        }),
+        11 => Event::ReviewDecided(ReviewDecided {
+            transfer: input.id()?,
+            decision: match input.u8()? {
+                1 => Decision::Approve,
+                2 => Decision::Reject,
+                _ => return Err(input.error("unknown review decision")),
+            },
+            resolution: input.id()?,
+        }),
         _ => return Err(input.error("unknown record type")),
     })
 }
@@ -384,6 +506,15 @@ impl Writer {
     fn blob(&mut self, value: &[u8]) {
         self.u32(value.len() as u32);
         self.bytes(value);
+    }
+    /// A u16 count and the items; lists longer than u16::MAX items are cut (they are policy ids and
+    /// file names, short by construction).
+    fn list<T>(&mut self, items: &[T], mut put: impl FnMut(&mut Writer, &T)) {
+        let count = items.len().min(u16::MAX as usize);
+        self.u16(count as u16);
+        for item in &items[..count] {
+            put(self, item);
+        }
     }
     /// An absent value as a 0 byte; a present one as a 1 byte and the value.
     fn opt<T>(&mut self, value: Option<T>, put: impl FnOnce(&mut Writer, T)) {
@@ -475,6 +606,10 @@ impl<'a> Reader<'a> {
     }
     fn opt<T>(&mut self, get: impl FnOnce(&mut Self) -> Result<T, DecodeError>) -> Result<Option<T>, DecodeError> {
         Ok(if self.flag()? { Some(get(self)?) } else { None })
+    }
+    fn list<T>(&mut self, mut get: impl FnMut(&mut Self) -> Result<T, DecodeError>) -> Result<Vec<T>, DecodeError> {
+        let count = self.u16()?;
+        (0..count).map(|_| get(self)).collect()
     }
 }
 
@@ -626,6 +761,39 @@ mod tests {
                         })
                     }
                 ),
+            (
+                "[a-z.]{1,20}",
+                ".{0,40}",
+                proptest::collection::vec("[a-z-]{1,12}", 0..3),
+                proptest::collection::vec("[a-z-]{1,12}", 0..3),
+            )
+                .prop_map(|(action, resource, policy_ids, erroring_policy_ids)| {
+                    Event::AccessDenied(AccessDenied {
+                        action,
+                        resource,
+                        policy_ids,
+                        erroring_policy_ids,
+                    })
+                }),
+            (
+                any::<[u8; 32]>(),
+                proptest::collection::vec(("[a-z./]{1,20}", any::<[u8; 32]>()), 0..4)
+            )
+                .prop_map(|(policy_set, files)| Event::PolicySetLoaded(PolicySetLoaded { policy_set, files })),
+            (id(), "[a-z_]{1,20}", ".{0,12}").prop_map(|(transfer, reason, initiator)| {
+                Event::ReviewOpened(ReviewOpened {
+                    transfer,
+                    reason,
+                    initiator,
+                })
+            }),
+            (id(), any::<bool>(), id()).prop_map(|(transfer, approve, resolution)| {
+                Event::ReviewDecided(ReviewDecided {
+                    transfer,
+                    decision: if approve { Decision::Approve } else { Decision::Reject },
+                    resolution,
+                })
+            }),
         ]
     }
 
@@ -633,21 +801,29 @@ mod tests {
         (
             any::<u64>(),
             any::<i64>(),
-            ".{0,16}",
-            proptest::option::of(any::<[u8; 32]>()),
+            (
+                ".{0,16}",
+                proptest::option::of(any::<[u8; 32]>()),
+                proptest::option::of(".{0,8}"),
+                proptest::option::of(any::<[u8; 32]>()),
+            ),
             event(),
             any::<[u8; 32]>(),
         )
             .prop_map(
-                |(seq, timestamp_micros, principal, certificate_sha256, event, prev_hash)| Record {
-                    seq,
-                    timestamp_micros,
-                    actor: Actor {
-                        principal,
-                        certificate_sha256,
-                    },
-                    event,
-                    prev_hash,
+                |(seq, timestamp_micros, (principal, certificate_sha256, front_end, policy_set), event, prev_hash)| {
+                    Record {
+                        seq,
+                        timestamp_micros,
+                        actor: Actor {
+                            principal,
+                            certificate_sha256,
+                            front_end,
+                            policy_set,
+                        },
+                        event,
+                        prev_hash,
+                    }
                 },
             )
     }

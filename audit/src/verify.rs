@@ -395,7 +395,13 @@ impl Verifier {
                 let expired = matches!(event, Event::TransferExpired(_));
                 self.resolve(resolution, expired, complete)
             }
-            Event::CommandRejected(_) => Ok(()),
+            // Records of decisions that move no money by themselves: the ledger records that follow
+            // (the held transfer, its posting or voiding) carry the movements.
+            Event::CommandRejected(_)
+            | Event::AccessDenied(_)
+            | Event::PolicySetLoaded(_)
+            | Event::ReviewOpened(_)
+            | Event::ReviewDecided(_) => Ok(()),
         }
     }
 

@@ -93,6 +93,7 @@ fn build(events: &[Event]) -> Log {
     let actor = Actor {
         principal: "payments".to_string(),
         certificate_sha256: Some([9; 32]),
+        ..Actor::default()
     };
     let records: Vec<Vec<u8>> = events
         .iter()

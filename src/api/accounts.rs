@@ -9,11 +9,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::api::access::Access;
 use crate::api::input::{JsonBody, QueryParams, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::views::{AccountFlagsView, AccountView, BalancesView, TransferView, rfc3339};
 use crate::api::{AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, execute_one, read, write_response};
-use crate::identity::Caller;
+use crate::authz::{AccountFacts, Action, Resource};
 use crate::store::Record;
 use crate::store::rows::to_timestamp;
 
@@ -68,25 +69,15 @@ fn account_field(code: ErrorCode) -> Option<&'static str> {
         (status = 201, description = "Created", body = AccountView),
         (status = 200, description = "The same account was already created (header Idempotent-Replay: true)", body = AccountView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Unknown principal, or an owner other than the caller", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Unknown principal, or refused by policy (e.g. an owner other than the caller)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different fields", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody<CreateAccount>,
-) -> Result<Response, ApiError> {
-    let owner = body.owner.unwrap_or_else(|| caller.principal.name.clone());
-    if owner != caller.principal.name {
-        return Err(ApiError::new(
-            ApiCode::Forbidden,
-            "owner: an account can only be created for the calling principal",
-        ));
-    }
+pub async fn create(access: Access, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
+    let owner = body.owner.unwrap_or_else(|| access.principal().name.clone());
     let request = AccountRequest {
         id: body.id,
         currency: body.currency,
@@ -102,7 +93,16 @@ pub async fn create(
     let account = request
         .parse()
         .map_err(|code| ApiError::ledger(code, account_field(code)))?;
-    let receipt = execute_one(&state, &caller, Command::CreateAccount(account)).await?;
+    let facts = AccountFacts {
+        id: account.id.uuid(),
+        owner: account.owner.clone(),
+        currency: account.currency.code().to_string(),
+        code: account.code,
+    };
+    access
+        .authorize(Action::AccountCreate, &Resource::Account(facts))
+        .await?;
+    let receipt = execute_one(&access, Command::CreateAccount(account), Vec::new()).await?;
     let field = receipt.result.err().and_then(account_field);
     write_response(receipt.result, field, || match receipt.record {
         Some(Record::Account(account)) => Some(AccountView::new(&account)),
@@ -110,13 +110,18 @@ pub async fn create(
     })
 }
 
-async fn load_account(state: &AppState, id: &str) -> Result<ledger::Account, ApiError> {
+/// The account named in the URL, once the caller may read it.
+async fn readable_account(state: &AppState, access: &Access, id: &str) -> Result<ledger::Account, ApiError> {
     let id = path_id(id, "id")?;
     let found = match AccountId::parse(id, ErrorCode::IdMustNotBeZero) {
         Ok(id) => read(state.store.account(id).await)?,
         Err(_) => None,
     };
-    found.ok_or_else(|| ApiError::ledger(ErrorCode::AccountNotFound, Some("id")))
+    let account = found.ok_or_else(|| ApiError::ledger(ErrorCode::AccountNotFound, Some("id")))?;
+    access
+        .authorize(Action::AccountRead, &Resource::Account(AccountFacts::of(&account)))
+        .await?;
+    Ok(account)
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
@@ -128,10 +133,10 @@ async fn load_account(state: &AppState, id: &str) -> Result<ledger::Account, Api
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<AccountView>, ApiError> {
-    Ok(Json(AccountView::new(&load_account(&state, &id).await?)))
+    Ok(Json(AccountView::new(&readable_account(&state, &access, &id).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -158,12 +163,12 @@ pub struct BalancesAt {
     ))]
 pub async fn balances(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<BalancesQuery>,
 ) -> Result<Json<BalancesAt>, ApiError> {
     let as_of = query.as_of.as_deref().map(parse_as_of).transpose()?;
-    let account = load_account(&state, &id).await?;
+    let account = readable_account(&state, &access, &id).await?;
     let now = (state.clock)();
     let (at, balances) = match as_of {
         None => (now, account.balances),
@@ -215,7 +220,7 @@ pub struct TransferPage {
     ))]
 pub async fn transfers(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     Path(id): Path<String>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Json<TransferPage>, ApiError> {
@@ -227,7 +232,7 @@ pub async fn transfers(
         ));
     }
     let after_seq = query.cursor.as_deref().map(parse_cursor).transpose()?.unwrap_or(0);
-    let account = load_account(&state, &id).await?;
+    let account = readable_account(&state, &access, &id).await?;
     let page = read(state.store.account_transfers(account.id, after_seq, limit).await)?;
     let last_seq = page.last().map_or(after_seq, |(seq, _)| *seq);
     Ok(Json(TransferPage {

@@ -9,14 +9,15 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ledger::{ErrorCode, TransferId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::input::{QueryParams, path_id};
+use crate::api::access::Access;
+use crate::api::input::QueryParams;
 use crate::api::problem::{ApiCode, ApiError, Problem};
+use crate::api::transfers::readable_transfer;
 use crate::api::{AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, read};
-use crate::identity::Caller;
+use crate::authz::{Action, Resource};
 use crate::store::{StoredCheckpoint, StoredRecord};
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -35,14 +36,17 @@ async fn latest(state: &AppState) -> Result<StoredCheckpoint, ApiError> {
         (status = 200, description = "The latest checkpoint (C2SP tlog-checkpoint) in an Ed25519 signed note", body = String, content_type = "text/plain"),
         (status = 404, description = "Nothing signed yet", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn checkpoint(State(state): State<AppState>, _caller: Caller) -> Result<Response, ApiError> {
+pub async fn checkpoint(State(state): State<AppState>, access: Access) -> Result<Response, ApiError> {
+    access.authorize(Action::AuditRead, &Resource::AuditLog).await?;
     Ok(text(latest(&state).await?.note))
 }
 
 #[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit",
     responses((status = 200, description = "The checkpoints' public key in note verifier format", body = String, content_type = "text/plain")))]
-pub async fn public_key(State(state): State<AppState>, _caller: Caller) -> Response {
-    text(format!("{}\n", state.audit_key))
+pub async fn public_key(State(state): State<AppState>, access: Access) -> Result<Response, ApiError> {
+    // The key is what every holder of a proof needs to check it: public, like the API description.
+    access.authorize(Action::ApiDescribe, &Resource::Api).await?;
+    Ok(text(format!("{}\n", state.audit_key)))
 }
 
 /// One record: the stored bytes (what is hashed) and, read from them, who and what.
@@ -104,9 +108,10 @@ pub struct RecordPage {
     ))]
 pub async fn records(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     QueryParams(query): QueryParams<RecordsQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
+    access.authorize(Action::AuditRead, &Resource::AuditLog).await?;
     let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
     if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
         return Err(ApiError::new(
@@ -168,9 +173,10 @@ async fn signed_size(state: &AppState, size: Option<u64>, field: &str) -> Result
     ))]
 pub async fn inclusion(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     QueryParams(query): QueryParams<InclusionQuery>,
 ) -> Result<Json<InclusionProofView>, ApiError> {
+    access.authorize(Action::AuditRead, &Resource::AuditLog).await?;
     let tree_size = signed_size(&state, query.tree_size, "tree_size").await?;
     if query.index >= tree_size {
         return Err(ApiError::new(
@@ -215,9 +221,10 @@ pub struct ConsistencyProofView {
     ))]
 pub async fn consistency(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     QueryParams(query): QueryParams<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProofView>, ApiError> {
+    access.authorize(Action::AuditRead, &Resource::AuditLog).await?;
     let new_size = signed_size(&state, query.new_size, "new_size").await?;
     if query.old_size == 0 || query.old_size > new_size {
         return Err(ApiError::new(
@@ -257,12 +264,17 @@ pub struct ProvenRecord {
     ))]
 pub async fn transfer_proof(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<TransferProof>, ApiError> {
-    let uuid = path_id(&id, "id")?;
-    let not_found = || ApiError::new(ApiCode::TransferNotFound, format!("id: no transfer {uuid}"));
-    let id = TransferId::parse(uuid, ErrorCode::IdMustNotBeZero).map_err(|_| not_found())?;
+    let transfer = readable_transfer(&state, &access, &id).await?;
+    let id = transfer.id;
+    let not_found = || {
+        ApiError::new(
+            ApiCode::TransferNotFound,
+            format!("id: no audit record of transfer {}", id.uuid()),
+        )
+    };
     let checkpoint = latest(&state).await?;
     let records = read(state.store.transfer_records(id).await)?;
     if records.is_empty() {

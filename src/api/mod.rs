@@ -2,14 +2,18 @@
 //! whole surface is visible in one place.
 //!
 //! Every request gets a request id (echoed in `x-request-id` and in every problem). Handlers name
-//! their caller with the [`Caller`] extractor, which resolves the client certificate's principal;
-//! every write goes through the sequencer, every read through the store's read pool.
+//! their caller with the [`access::Access`] extractor, which resolves the client certificate's
+//! principal (or the user a trusted front-end's token names) and decides each action with the
+//! authorization policies; every write goes through the sequencer, every read through the store's
+//! read pool.
 
+pub mod access;
 mod accounts;
 mod audit;
 pub mod input;
 pub mod openapi;
 pub mod problem;
+mod reviews;
 mod transfers;
 pub mod views;
 
@@ -17,8 +21,7 @@ use std::sync::Arc;
 
 use ::audit::note::NoteVerifier;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -26,9 +29,10 @@ use axum::routing::{get, post};
 use ledger::{Applied, CommandResult};
 use uuid::Uuid;
 
+use crate::authz::Authorizer;
 use crate::clock::Clock;
-use crate::identity::{Caller, PeerCertificate, Principals};
 use crate::store::{LedgerHandle, Store};
+use access::{Access, Authorized};
 use problem::{ApiCode, ApiError};
 
 /// Largest request body of a single-item endpoint.
@@ -48,8 +52,10 @@ const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay
 pub struct AppState {
     pub ledger: LedgerHandle,
     pub store: Store,
-    pub principals: Arc<Principals>,
+    pub authz: Arc<Authorizer>,
     pub clock: Clock,
+    /// How long a transfer held for approval waits before it expires (and is voided).
+    pub hold_timeout_s: u32,
     /// The audit log's public key, served to auditors.
     pub audit_key: NoteVerifier,
 }
@@ -70,6 +76,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
         .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
         .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
+        .route("/v1/reviews/{id}", get(reviews::get))
+        .route("/v1/reviews/{id}/approve", post(reviews::approve))
+        .route("/v1/reviews/{id}/reject", post(reviews::reject))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/records", get(audit::records))
@@ -91,10 +100,17 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Gives each request an id, and renders any [`ApiError`] the handler returned as a problem that
-/// carries it.
-async fn request_id(request: Request, next: Next) -> Response {
+/// carries it. A successful answer from a handler that made no allowed authorization decision is
+/// replaced by an internal error: every handler must decide before it answers.
+async fn request_id(mut request: Request, next: Next) -> Response {
     let id = Uuid::new_v4().to_string();
+    let authorized = Authorized::default();
+    request.extensions_mut().insert(authorized.clone());
     let mut response = next.run(request).await;
+    if response.status().is_success() && !authorized.is_set() {
+        response =
+            ApiError::internal(anyhow::anyhow!("a handler answered without an authorization decision")).into_response();
+    }
     if let Some(error) = response.extensions_mut().remove::<ApiError>() {
         response = problem::render(&error.into_problem(&id));
     }
@@ -102,21 +118,6 @@ async fn request_id(request: Request, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let certificate = parts
-            .extensions
-            .get::<PeerCertificate>()
-            .ok_or_else(|| ApiError::new(ApiCode::UnknownPrincipal, "no client certificate on this connection"))?;
-        state
-            .principals
-            .resolve(certificate)
-            .map_err(|reason| ApiError::new(ApiCode::UnknownPrincipal, reason))
-    }
 }
 
 /// The answer to a write of one item: 201 when it took effect now; 200 with `Idempotent-Replay: true`
@@ -142,11 +143,11 @@ fn write_response<T: serde::Serialize>(
 
 /// The one command a single-item request submitted: its receipt.
 async fn execute_one(
-    state: &AppState,
-    caller: &Caller,
+    access: &Access,
     command: ledger::Command,
+    reviews: Vec<crate::store::ReviewChange>,
 ) -> Result<crate::store::Receipt, ApiError> {
-    let mut receipts = state.ledger.acting_as(caller.actor()).execute(vec![command]).await?;
+    let mut receipts = access.ledger().execute_with_reviews(vec![command], reviews).await?;
     receipts
         .pop()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a submission of one command returned no receipt")))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::api::{accounts, audit, problem, transfers, views};
+use crate::api::{accounts, audit, problem, reviews, transfers, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,9 @@ use crate::api::{accounts, audit, problem, transfers, views};
         audit::records,
         audit::inclusion,
         audit::consistency,
+        reviews::get,
+        reviews::approve,
+        reviews::reject,
         serve,
     ),
     components(schemas(
@@ -41,6 +44,7 @@ use crate::api::{accounts, audit, problem, transfers, views};
         views::BalancesView,
         views::PendingView,
         views::AccountFlagsView,
+        reviews::ReviewView,
         accounts::CreateAccount,
         accounts::BalancesAt,
         accounts::TransferPage,
@@ -64,14 +68,16 @@ use crate::api::{accounts, audit, problem, transfers, views};
         (name = "accounts", description = "Accounts, balances and account history"),
         (name = "transfers", description = "Single, batched and two-phase transfers"),
         (name = "audit", description = "The tamper-evident audit log: signed checkpoints, records and proofs"),
+        (name = "reviews", description = "Transfers held for a second principal's decision (four eyes), approved or rejected"),
         (name = "meta", description = "This document"),
     )
 )]
 pub struct ApiDoc;
 
-/// Answers any operation can give, added to each: 403 when the certificate names no known principal
-/// (every operation but this document's), 405 for a method the path does not take, 500 when the
-/// service fails (the cause is logged, never returned). Unknown paths get 404 `not_found`.
+/// Answers any operation can give, added to each: 401 for a front-end's invalid token, 403 when the
+/// certificate names no known principal or the policies refuse the request, 405 for a method the path
+/// does not take, 500 when the service fails (the cause is logged, never returned). Unknown paths get
+/// 404 `not_found`.
 struct EveryOperation;
 
 impl utoipa::Modify for EveryOperation {
@@ -97,13 +103,14 @@ impl utoipa::Modify for EveryOperation {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
-                let public = operation.tags.iter().flatten().any(|tag| tag == "meta");
                 let responses = &mut operation.responses.responses;
-                if !public {
-                    responses
-                        .entry("403".to_string())
-                        .or_insert_with(|| problem("Unknown principal (code unknown_principal)").into());
-                }
+                responses.entry("403".to_string()).or_insert_with(|| {
+                    problem("Unknown principal (code unknown_principal), or refused by policy (code forbidden)").into()
+                });
+                responses.insert(
+                    "401".to_string(),
+                    problem("A front-end's token is missing, malformed, expired or not signed by a known key (code invalid_token)").into(),
+                );
                 responses.insert(
                     "405".to_string(),
                     problem("Method not allowed (code method_not_allowed)").into(),
@@ -125,6 +132,13 @@ pub fn document() -> String {
 
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This OpenAPI document", content_type = "application/json")))]
-pub async fn serve() -> Json<serde_json::Value> {
-    Json(serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document always serializes"))
+pub async fn serve(
+    access: crate::api::access::Access,
+) -> Result<Json<serde_json::Value>, crate::api::problem::ApiError> {
+    access
+        .authorize(crate::authz::Action::ApiDescribe, &crate::authz::Resource::Api)
+        .await?;
+    Ok(Json(
+        serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document always serializes"),
+    ))
 }

@@ -28,14 +28,16 @@ pub enum ApiCode {
     NotFound,
     MethodNotAllowed,
     UnknownPrincipal,
+    InvalidToken,
     Forbidden,
+    ReviewNotFound,
     OutcomeUnknown,
     Unavailable,
     Internal,
 }
 
 impl ApiCode {
-    pub const ALL: [ApiCode; 17] = [
+    pub const ALL: [ApiCode; 19] = [
         ApiCode::MalformedJson,
         ApiCode::JsonTooDeep,
         ApiCode::InvalidField,
@@ -49,7 +51,9 @@ impl ApiCode {
         ApiCode::NotFound,
         ApiCode::MethodNotAllowed,
         ApiCode::UnknownPrincipal,
+        ApiCode::InvalidToken,
         ApiCode::Forbidden,
+        ApiCode::ReviewNotFound,
         ApiCode::OutcomeUnknown,
         ApiCode::Unavailable,
         ApiCode::Internal,
@@ -70,7 +74,9 @@ impl ApiCode {
             ApiCode::NotFound => "not_found",
             ApiCode::MethodNotAllowed => "method_not_allowed",
             ApiCode::UnknownPrincipal => "unknown_principal",
+            ApiCode::InvalidToken => "invalid_token",
             ApiCode::Forbidden => "forbidden",
+            ApiCode::ReviewNotFound => "review_not_found",
             ApiCode::OutcomeUnknown => "outcome_unknown",
             ApiCode::Unavailable => "unavailable",
             ApiCode::Internal => "internal",
@@ -85,7 +91,8 @@ impl ApiCode {
             }
             ApiCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiCode::TransferNotFound | ApiCode::NotFound => StatusCode::NOT_FOUND,
+            ApiCode::TransferNotFound | ApiCode::ReviewNotFound | ApiCode::NotFound => StatusCode::NOT_FOUND,
+            ApiCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::UnknownPrincipal | ApiCode::Forbidden => StatusCode::FORBIDDEN,
             ApiCode::OutcomeUnknown | ApiCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -133,6 +140,10 @@ pub struct Problem {
     pub request_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ItemError>,
+    /// For `forbidden`: the authorization policies that determined the denial (none when no policy
+    /// permitted the request).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy_ids: Vec<String>,
 }
 
 /// Every problem code the API can return, as an enum in the OpenAPI document.
@@ -155,6 +166,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub detail: String,
     pub errors: Vec<ItemError>,
+    pub policy_ids: Vec<String>,
 }
 
 impl ApiError {
@@ -164,6 +176,7 @@ impl ApiError {
             code: code.as_str(),
             detail: detail.into(),
             errors: Vec::new(),
+            policy_ids: Vec::new(),
         }
     }
 
@@ -178,6 +191,7 @@ impl ApiError {
             code: code.as_str(),
             detail,
             errors: Vec::new(),
+            policy_ids: Vec::new(),
         }
     }
 
@@ -196,6 +210,7 @@ impl ApiError {
             detail: self.detail,
             request_id: request_id.to_string(),
             errors: self.errors,
+            policy_ids: self.policy_ids,
         }
     }
 }
@@ -233,5 +248,11 @@ pub fn render(problem: &Problem) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
     response
 }

@@ -8,12 +8,18 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use ledger::{Movement, NewTransfer, TransferCommand};
+
+use crate::api::access::{self, Access};
 use crate::api::input::{JsonBody, path_id};
 use crate::api::problem::{ApiCode, ApiError, ItemError, Problem};
 use crate::api::views::TransferView;
 use crate::api::{AppState, BATCH_LENGTH_MAX, execute_one, read, write_response};
-use crate::identity::Caller;
-use crate::store::{Receipt, Record};
+use crate::authz::{AccountFacts, Action, Resource, TransferFacts};
+use crate::store::{Receipt, Record, ReviewChange, ReviewReason};
 
 /// A transfer to create. The id is the idempotency key.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -119,14 +125,138 @@ fn transfer_view(receipt: Receipt) -> Option<TransferView> {
     }
 }
 
-/// Submits one transfer request and answers with its record or its refusal.
-async fn create_one(state: &AppState, caller: &Caller, request: TransferRequest) -> Result<Response, ApiError> {
+/// Submits one transfer request, once allowed, and answers with its record or its refusal. A transfer
+/// above the caller's approval limit is created held (pending) with a review, and answered with 202.
+async fn create_one(state: &AppState, access: &Access, request: TransferRequest) -> Result<Response, ApiError> {
     let transfer = request
         .parse()
         .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
-    let receipt = execute_one(state, caller, Command::CreateTransfer(transfer)).await?;
+    let (transfer, review, resource) = match transfer.pending_id() {
+        None => {
+            let accounts = movement_accounts(state, std::slice::from_ref(&transfer)).await?;
+            let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s);
+            let facts = movement_facts(&transfer, &accounts, review.is_some())
+                .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
+            (transfer, review, facts)
+        }
+        Some(pending_id) => {
+            let facts = pending_facts(state, pending_id).await?;
+            (transfer, None, facts)
+        }
+    };
+    let action = match &transfer.command {
+        TransferCommand::Single(_) | TransferCommand::Pending { .. } => Action::TransferCreate,
+        TransferCommand::PostPending { .. } => Action::TransferPost,
+        TransferCommand::VoidPending { .. } => Action::TransferVoid,
+    };
+    access.authorize(action, &Resource::Transfer(resource)).await?;
+    let held = review.is_some();
+    let id = transfer.id.uuid();
+    let receipt = execute_one(access, Command::CreateTransfer(transfer), review.into_iter().collect()).await?;
     let result = receipt.result;
-    write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))
+    let mut response = write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))?;
+    if held && response.status() == StatusCode::CREATED {
+        *response.status_mut() = StatusCode::ACCEPTED;
+        if let Ok(location) = HeaderValue::from_str(&format!("/v1/reviews/{id}")) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+/// The transfer as it will be created: held (pending, with a review to open) when its amount is above
+/// the caller's approval limit in its currency, as it is otherwise.
+fn hold_above_limit(
+    access: &Access,
+    mut transfer: NewTransfer,
+    hold_timeout_s: u32,
+) -> (NewTransfer, Option<ReviewChange>) {
+    let Some(movement) = transfer.movement().cloned() else {
+        return (transfer, None);
+    };
+    let limit = access.principal().approval_limit(movement.currency.code());
+    if movement.amount.minor() <= limit {
+        return (transfer, None);
+    }
+    let explanation = serde_json::json!({
+        "initiator": access.principal().name,
+        "amount": movement.amount.format(movement.currency),
+        "currency": movement.currency.code(),
+        "approval_limit": ledger::format_minor(limit, movement.currency),
+    });
+    if let TransferCommand::Single(movement) = transfer.command {
+        transfer.command = TransferCommand::Pending {
+            movement,
+            timeout_s: hold_timeout_s,
+        };
+    }
+    let review = ReviewChange::Open {
+        command: 0,
+        reason: ReviewReason::ApprovalLimit,
+        explanation,
+    };
+    (transfer, Some(review))
+}
+
+/// The accounts the transfers move money between, as far as they exist.
+async fn movement_accounts(
+    state: &AppState,
+    transfers: &[NewTransfer],
+) -> Result<HashMap<Uuid, AccountFacts>, ApiError> {
+    let ids: Vec<Uuid> = transfers
+        .iter()
+        .filter_map(NewTransfer::movement)
+        .flat_map(|m: &Movement| [m.debit_account_id.uuid(), m.credit_account_id.uuid()])
+        .collect();
+    read(state.store.account_facts(&ids).await)
+}
+
+/// What policies see of a transfer to create; a missing account is the ledger's refusal.
+fn movement_facts(
+    transfer: &NewTransfer,
+    accounts: &HashMap<Uuid, AccountFacts>,
+    held: bool,
+) -> Result<TransferFacts, ErrorCode> {
+    let movement = transfer.movement().ok_or(ErrorCode::PendingTransferNotFound)?;
+    let account = |id: ledger::AccountId, missing| accounts.get(&id.uuid()).cloned().ok_or(missing);
+    Ok(TransferFacts {
+        id: transfer.id.uuid(),
+        debit_account: account(movement.debit_account_id, ErrorCode::DebitAccountNotFound)?,
+        credit_account: account(movement.credit_account_id, ErrorCode::CreditAccountNotFound)?,
+        amount_minor: movement.amount.minor(),
+        currency: movement.currency.code().to_string(),
+        held,
+    })
+}
+
+/// What policies see of a stored transfer: its accounts, amount, and whether it is held for review.
+pub(crate) async fn stored_facts(state: &AppState, transfer: &ledger::Transfer) -> Result<TransferFacts, ApiError> {
+    let (debit, credit) = (transfer.debit_account_id.uuid(), transfer.credit_account_id.uuid());
+    let accounts = read(state.store.account_facts(&[debit, credit]).await)?;
+    let account = |id: Uuid| {
+        accounts.get(&id).cloned().ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "transfer {} names a missing account {id}",
+                transfer.id.uuid()
+            ))
+        })
+    };
+    let held = transfer.state.is_some() && read(state.store.review(transfer.id.uuid()).await)?.is_some();
+    Ok(TransferFacts {
+        id: transfer.id.uuid(),
+        debit_account: account(debit)?,
+        credit_account: account(credit)?,
+        amount_minor: transfer.amount.minor(),
+        currency: transfer.currency.code().to_string(),
+        held,
+    })
+}
+
+/// The facts of the pending transfer a post or void names.
+async fn pending_facts(state: &AppState, pending_id: TransferId) -> Result<TransferFacts, ApiError> {
+    let pending = read(state.store.transfer(pending_id).await)?
+        .ok_or_else(|| ApiError::ledger(ErrorCode::PendingTransferNotFound, Some("id")))?;
+    stored_facts(state, &pending).await
 }
 
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = CreateTransfer,
@@ -142,10 +272,10 @@ async fn create_one(state: &AppState, caller: &Caller, request: TransferRequest)
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    access: Access,
     JsonBody(body): JsonBody<CreateTransfer>,
 ) -> Result<Response, ApiError> {
-    create_one(&state, &caller, body.into_request()).await
+    create_one(&state, &access, body.into_request()).await
 }
 
 /// Posts a pending transfer, fully or in part, as a transfer of its own.
@@ -207,7 +337,7 @@ fn resolution(
     ))]
 pub async fn post_pending(
     State(state): State<AppState>,
-    caller: Caller,
+    access: Access,
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<PostPending>,
 ) -> Result<Response, ApiError> {
@@ -217,7 +347,7 @@ pub async fn post_pending(
     };
     create_one(
         &state,
-        &caller,
+        &access,
         resolution(&pending_id, flags, body.id, body.amount, body.metadata)?,
     )
     .await
@@ -238,7 +368,7 @@ pub async fn post_pending(
     ))]
 pub async fn void_pending(
     State(state): State<AppState>,
-    caller: Caller,
+    access: Access,
     Path(pending_id): Path<String>,
     JsonBody(body): JsonBody<VoidPending>,
 ) -> Result<Response, ApiError> {
@@ -248,7 +378,7 @@ pub async fn void_pending(
     };
     create_one(
         &state,
-        &caller,
+        &access,
         resolution(&pending_id, flags, body.id, None, body.metadata)?,
     )
     .await
@@ -263,16 +393,30 @@ pub async fn void_pending(
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let id = path_id(&id, "id")?;
+    let transfer = readable_transfer(&state, &access, &id).await?;
+    Ok(Json(TransferView::new(&transfer)))
+}
+
+/// The transfer named in the URL, once the caller may read it.
+pub(crate) async fn readable_transfer(
+    state: &AppState,
+    access: &Access,
+    id: &str,
+) -> Result<ledger::Transfer, ApiError> {
+    let id = path_id(id, "id")?;
     let found = match TransferId::parse(id, ErrorCode::IdMustNotBeZero) {
         Ok(id) => read(state.store.transfer(id).await)?,
         Err(_) => None,
     };
     let transfer = found.ok_or_else(|| ApiError::new(ApiCode::TransferNotFound, format!("id: no transfer {id}")))?;
-    Ok(Json(TransferView::new(&transfer)))
+    let facts = stored_facts(state, &transfer).await?;
+    access
+        .authorize(Action::TransferRead, &Resource::Transfer(facts))
+        .await?;
+    Ok(transfer)
 }
 
 /// Up to 8190 transfers, applied in order in one commit; linked chains succeed or fail together.
@@ -316,12 +460,13 @@ pub struct BatchResponse {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Empty or oversized batch, or items that can never be valid (listed in errors; nothing was applied)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Items the policies refuse (listed in errors; nothing was applied)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty or oversized batch, or items that can never be valid or name missing accounts (listed in errors; nothing was applied)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Outcome unknown or shutting down; retry with the same ids", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn batch(
     State(state): State<AppState>,
-    caller: Caller,
+    access: Access,
     JsonBody(body): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     let count = body.transfers.len();
@@ -338,8 +483,9 @@ pub async fn batch(
         ));
     }
     let ids: Vec<Uuid> = body.transfers.iter().map(|transfer| transfer.id).collect();
-    let commands = parse_items(body.transfers)?;
-    let receipts = state.ledger.acting_as(caller.actor()).execute(commands).await?;
+    let transfers = parse_items(body.transfers)?;
+    let (commands, reviews) = authorize_items(&state, &access, transfers).await?;
+    let receipts = access.ledger().execute_with_reviews(commands, reviews).await?;
     let results = receipts
         .into_iter()
         .zip(ids)
@@ -349,23 +495,29 @@ pub async fn batch(
     Ok(Json(BatchResponse { results }))
 }
 
-/// Every item as a command, or every item that can never be valid. A batch with such an item is
+/// Every item as a transfer, or every item that can never be valid. A batch with such an item is
 /// refused whole: dropping it would silently change what its linked chain means.
-fn parse_items(items: Vec<CreateTransfer>) -> Result<Vec<Command>, ApiError> {
-    let mut commands = Vec::with_capacity(items.len());
+fn parse_items(items: Vec<CreateTransfer>) -> Result<Vec<NewTransfer>, ApiError> {
+    let mut transfers = Vec::with_capacity(items.len());
     let mut refused: Vec<(usize, ErrorCode)> = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         match item.into_request().parse() {
-            Ok(transfer) => commands.push(Command::CreateTransfer(transfer)),
+            Ok(transfer) => transfers.push(transfer),
             Err(code) => refused.push((index, code)),
         }
     }
-    let Some(&(first_index, first_code)) = refused.first() else {
-        return Ok(commands);
-    };
+    if refused.is_empty() {
+        return Ok(transfers);
+    }
+    Err(refused_items(refused))
+}
+
+/// The problem of a batch refused for the items listed, with the first one's code.
+fn refused_items(refused: Vec<(usize, ErrorCode)>) -> ApiError {
+    let (first_index, first_code) = refused[0];
     let mut error = ApiError::ledger(first_code, None);
     error.detail = format!(
-        "{} of the batch's items can never be valid; nothing was applied. First: {}",
+        "{} of the batch's items are refused; nothing was applied. First: {}",
         refused.len(),
         item_detail(first_index, first_code)
     );
@@ -377,7 +529,78 @@ fn parse_items(items: Vec<CreateTransfer>) -> Result<Vec<Command>, ApiError> {
             detail: item_detail(index, code),
         })
         .collect();
-    Err(error)
+    error
+}
+
+/// Holds items above the caller's limit and decides every item. The batch goes ahead only if every
+/// item is allowed; otherwise it is refused whole with the refused items listed (and each denial
+/// recorded), as is a batch naming accounts that do not exist.
+async fn authorize_items(
+    state: &AppState,
+    access: &Access,
+    transfers: Vec<NewTransfer>,
+) -> Result<(Vec<Command>, Vec<ReviewChange>), ApiError> {
+    let accounts = movement_accounts(state, &transfers).await?;
+    let mut commands = Vec::with_capacity(transfers.len());
+    let mut reviews = Vec::new();
+    let mut missing = Vec::new();
+    let mut denied = Vec::new();
+    for (index, transfer) in transfers.into_iter().enumerate() {
+        let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s);
+        match movement_facts(&transfer, &accounts, review.is_some()) {
+            Err(code) => missing.push((index, code)),
+            Ok(facts) => {
+                let resource = Resource::Transfer(facts);
+                let decision = access.decide(Action::TransferCreate, &resource);
+                if !decision.allowed {
+                    denied.push((
+                        index,
+                        access::denial(Action::TransferCreate, &resource, &decision),
+                        decision,
+                    ));
+                }
+            }
+        }
+        if let Some(ReviewChange::Open {
+            reason, explanation, ..
+        }) = review
+        {
+            reviews.push(ReviewChange::Open {
+                command: index,
+                reason,
+                explanation,
+            });
+        }
+        commands.push(Command::CreateTransfer(transfer));
+    }
+    if !missing.is_empty() {
+        return Err(refused_items(missing));
+    }
+    if let Some((first_index, _, first)) = denied.first() {
+        let mut error = access::forbidden(Action::TransferCreate, first);
+        error.detail = format!(
+            "{} of the batch's items are refused by policy; nothing was applied. First: transfers[{first_index}]: {}",
+            denied.len(),
+            error.detail
+        );
+        error.errors = denied
+            .iter()
+            .map(|(index, _, decision)| ItemError {
+                index: *index,
+                code: ApiCode::Forbidden.as_str().to_string(),
+                detail: format!(
+                    "transfers[{index}]: {}",
+                    access::forbidden(Action::TransferCreate, decision).detail
+                ),
+            })
+            .collect();
+        access
+            .record_denials(denied.into_iter().map(|(_, denial, _)| denial).collect())
+            .await;
+        return Err(error);
+    }
+    access.allowed_all();
+    Ok((commands, reviews))
 }
 
 fn item_detail(index: usize, code: ErrorCode) -> String {

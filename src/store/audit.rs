@@ -16,7 +16,7 @@ use audit::merkle::{self, Hash, Span, Subtree, TreeHasher};
 use audit::note::{Checkpoint, CheckpointSigner, NoteSigner, SignedCheckpoint};
 use audit::record::{self, AccountCreated, Actor, CommandKind, Event, Rejection, Resolution, TransferCreated};
 use ledger::{
-    AccountId, Applied, BalanceLimit, Changes, Command, CommandResult, Ledger, PendingState, Timestamp, Transfer,
+    AccountId, Applied, BalanceLimit, BatchOutcome, Command, Ledger, PendingState, Timestamp, Transfer,
     TransferCommand, TransferId, TransferKind,
 };
 use sqlx::PgConnection;
@@ -38,6 +38,14 @@ pub enum AuditMode {
     },
     /// No audit records: only for measuring what the audit log costs.
     Off,
+}
+
+/// One step of a batch as the audit log records it, with its actor.
+pub enum Entry<'a> {
+    /// The command at this index of the batch.
+    Command(usize, &'a Actor),
+    /// An event that is not a ledger command: a denial, a policy change, a review opened or decided.
+    Event(Event, &'a Actor),
 }
 
 /// What a batch adds to the audit log, as columns for one INSERT per table.
@@ -269,21 +277,20 @@ impl AuditLog {
         seq
     }
 
-    /// The records of one applied batch, in order: the expiries it began with, then one per command
-    /// (its change, or its rejection with the result code). `actors` gives each command's actor.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_batch<'a>(
+    /// The records of one applied batch, in order: the expiries it began with, then one per entry (a
+    /// command's change or its rejection with the result code, or an event recorded as it is).
+    pub fn record_batch(
         &mut self,
         rows: &mut AuditRows,
         ledger: &Ledger,
         commands: &[Command],
-        results: &[CommandResult],
-        mut actors: impl Iterator<Item = &'a Actor>,
-        changes: &Changes,
+        outcome: &BatchOutcome,
+        entries: &[Entry<'_>],
         now: Timestamp,
     ) {
         let system = Actor::system();
-        for (id, state) in &changes.pending_resolved {
+        let results = &outcome.results;
+        for (id, state) in &outcome.changes.pending_resolved {
             if *state == PendingState::Expired
                 && let Some(pending) = ledger.transfer(*id)
             {
@@ -292,8 +299,15 @@ impl AuditLog {
                 rows.resolution_seqs.insert(*id, seq);
             }
         }
-        for (command, result) in commands.iter().zip(results) {
-            let actor = actors.next().unwrap_or(&system);
+        for entry in entries {
+            let (index, actor) = match entry {
+                Entry::Event(event, actor) => {
+                    self.append(rows, now, actor, event);
+                    continue;
+                }
+                Entry::Command(index, actor) => (*index, *actor),
+            };
+            let (command, result) = (&commands[index], &results[index]);
             let event = match result {
                 Ok(Applied::Created) => event_of(ledger, command),
                 Ok(Applied::Exists) => Some(rejection(command, "exists")),

@@ -5,20 +5,26 @@
 //! [`Changes`] with one statement per table (UNNEST arrays).
 
 pub mod audit;
+pub mod reviews;
 pub mod rows;
 pub mod sequencer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use ledger::{Account, AccountId, Balances, Changes, Ledger, Timestamp, Transfer, TransferId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::authz::AccountFacts;
+
 use audit::AuditRows;
+use reviews::ReviewRows;
 use rows::{AccountRow, TransferRow, kind_name, limit_columns, state_name, to_datetime};
 
 pub use audit::AuditMode;
+pub use reviews::{ReviewChange, ReviewReason};
 pub use sequencer::{LedgerHandle, Receipt, Record, SequencerConfig, SubmitError};
 
 /// Plan every execution of a prepared statement with its actual parameters. Lookups by `= ANY($1)`
@@ -33,7 +39,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Who owns each account, and its currency and code: never change once created, so cached.
+    account_facts: Arc<Mutex<HashMap<Uuid, AccountFacts>>>,
 }
+
+/// Most accounts whose facts are cached; the cache starts over when full.
+const ACCOUNT_FACTS_CACHED_MAX: usize = 1_000_000;
 
 impl Store {
     pub async fn connect(options: PgConnectOptions, connections_max: u32) -> anyhow::Result<Store> {
@@ -41,7 +52,59 @@ impl Store {
             .max_connections(connections_max)
             .connect_with(options.options([PLAN_PER_EXECUTION]))
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            account_facts: Arc::default(),
+        })
+    }
+
+    /// The owner, currency and code of each of `ids` that exists, for authorization decisions.
+    pub async fn account_facts(&self, ids: &[Uuid]) -> anyhow::Result<HashMap<Uuid, AccountFacts>> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self
+                .account_facts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for id in ids {
+                match cache.get(id) {
+                    Some(facts) => {
+                        found.insert(*id, facts.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let rows = sqlx::query!(
+            "SELECT id, owner, currency, code FROM accounts WHERE id = ANY($1::uuid[])",
+            &missing
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut cache = self
+            .account_facts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cache.len() + rows.len() > ACCOUNT_FACTS_CACHED_MAX {
+            cache.clear();
+        }
+        for row in rows {
+            let facts = AccountFacts {
+                id: row.id,
+                owner: row.owner,
+                currency: row.currency,
+                code: u16::try_from(row.code)?,
+            };
+            cache.insert(row.id, facts.clone());
+            found.insert(row.id, facts);
+        }
+        Ok(found)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -287,6 +350,7 @@ pub struct BatchRows {
     balances: BalanceColumns,
     pending_states: PendingStates,
     pub(crate) audit: AuditRows,
+    reviews: ReviewRows,
 }
 
 /// Pending transfers that were posted, voided or expired, with the record that says so.
@@ -299,7 +363,13 @@ struct PendingStates {
 
 impl BatchRows {
     /// The rows of `changes`; `transfer_seq` is the last transfer sequence number already used.
-    pub fn build(ledger: &Ledger, changes: &Changes, transfer_seq: i64, audit: AuditRows) -> BatchRows {
+    pub fn build(
+        ledger: &Ledger,
+        changes: &Changes,
+        transfer_seq: i64,
+        audit: AuditRows,
+        reviews: ReviewRows,
+    ) -> BatchRows {
         let mut transfers = TransferColumns::default();
         for (offset, id) in changes.transfers_created.iter().enumerate() {
             let transfer = ledger.transfer(*id).expect("created transfers are resident");
@@ -324,6 +394,7 @@ impl BatchRows {
             balances: BalanceColumns::build(ledger, changes),
             pending_states,
             audit,
+            reviews,
         }
     }
 
@@ -332,6 +403,7 @@ impl BatchRows {
     pub async fn insert_new(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
         self.accounts.insert(connection).await?;
         self.transfers.insert(connection).await?;
+        self.reviews.insert(connection).await?;
         self.audit.insert(connection).await
     }
 

@@ -28,14 +28,17 @@ use std::time::Duration;
 
 use audit::record::Actor;
 
-use ledger::{Account, AccountId, BatchOutcome, Command, CommandResult, Ledger, Timestamp, Transfer, TransferId};
+use ledger::{
+    Account, AccountId, Applied, BatchOutcome, Command, CommandResult, Ledger, Timestamp, Transfer, TransferId,
+};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::clock::Clock;
-use crate::store::audit::{AuditLog, AuditMode, AuditRows};
+use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
+use crate::store::reviews::{ReviewChange, ReviewRows};
 use crate::store::{BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_open_pending, load_transfers};
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
@@ -106,12 +109,15 @@ struct Submission {
     caller: Caller,
 }
 
-/// Who waits for a submission's results, how many commands are theirs, and who they act as.
+/// Who waits for a submission's results, how many commands are theirs, who they act as, and what
+/// else they record: events before their commands, review changes tied to their commands.
 struct Caller {
     reply: oneshot::Sender<Result<Vec<Receipt>, SubmitError>>,
     count: usize,
     attempts: u32,
     actor: Arc<Actor>,
+    notes: Vec<audit::Event>,
+    reviews: Vec<ReviewChange>,
 }
 
 impl Caller {
@@ -123,6 +129,8 @@ impl Caller {
             count: 0,
             attempts: 0,
             actor: Arc::new(Actor::system()),
+            notes: Vec::new(),
+            reviews: Vec::new(),
         }
     }
 }
@@ -172,6 +180,30 @@ impl LedgerHandle {
 
     /// Like [`LedgerHandle::submit`], with each successful command's record.
     pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Receipt>, SubmitError> {
+        self.send(commands, Vec::new(), Vec::new()).await
+    }
+
+    /// Like [`LedgerHandle::execute`], also opening or deciding reviews for the commands that take
+    /// effect (see [`ReviewChange`]), in the same transaction.
+    pub async fn execute_with_reviews(
+        &self,
+        commands: Vec<Command>,
+        reviews: Vec<ReviewChange>,
+    ) -> Result<Vec<Receipt>, SubmitError> {
+        self.send(commands, Vec::new(), reviews).await
+    }
+
+    /// Records `event` in the audit log (with no ledger change), durably, before returning.
+    pub async fn record(&self, event: audit::Event) -> Result<(), SubmitError> {
+        self.send(Vec::new(), vec![event], Vec::new()).await.map(drop)
+    }
+
+    async fn send(
+        &self,
+        commands: Vec<Command>,
+        notes: Vec<audit::Event>,
+        reviews: Vec<ReviewChange>,
+    ) -> Result<Vec<Receipt>, SubmitError> {
         if commands.len() > self.batch_size_max {
             return Err(SubmitError::TooLarge {
                 count: commands.len(),
@@ -184,6 +216,8 @@ impl LedgerHandle {
             count: commands.len(),
             attempts: 0,
             actor: self.actor.clone(),
+            notes,
+            reviews,
         };
         let submission = Submission { commands, caller };
         self.sender
@@ -519,23 +553,37 @@ impl Sequencer {
             .zip(&outcome.results)
             .map(|(command, result)| result.is_ok().then(|| record_of(&self.ledger, command)).flatten())
             .collect();
+        let mut review_rows = ReviewRows::default();
+        let mut entries = Vec::with_capacity(commands.len());
+        let mut offset = 0;
+        for caller in &batch.callers {
+            let actor = &*caller.actor;
+            entries.extend(caller.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
+            let mine = commands.iter().zip(&outcome.results).enumerate().skip(offset);
+            for (index, (command, result)) in mine.take(caller.count) {
+                entries.push(Entry::Command(index, actor));
+                if *result != Ok(Applied::Created) {
+                    continue;
+                }
+                for change in caller.reviews.iter().filter(|c| c.command() == index - offset) {
+                    if let Some(event) = review_rows.push(change, command, actor, now) {
+                        entries.push(Entry::Event(event, actor));
+                    }
+                }
+            }
+            offset += caller.count;
+        }
         if let Some(audit) = &mut self.audit {
-            let actors = batch
-                .callers
-                .iter()
-                .flat_map(|caller| std::iter::repeat_n(&*caller.actor, caller.count));
-            audit.record_batch(
-                &mut audit_rows,
-                &self.ledger,
-                commands,
-                &outcome.results,
-                actors,
-                &outcome.changes,
-                now,
-            );
+            audit.record_batch(&mut audit_rows, &self.ledger, commands, &outcome, &entries, now);
             audit.checkpoint(&mut audit_rows, now, false)?;
         }
-        let rows = BatchRows::build(&self.ledger, &outcome.changes, expected.transfer_seq, audit_rows);
+        let rows = BatchRows::build(
+            &self.ledger,
+            &outcome.changes,
+            expected.transfer_seq,
+            audit_rows,
+            review_rows,
+        );
         let next = if outcome.changes.is_empty() && rows.audit.records() == 0 {
             expected
         } else {

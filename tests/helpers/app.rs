@@ -10,6 +10,7 @@ use finledger::pki::{CertificateAuthority, DEV_TRUST_DOMAIN, Issued, Profile};
 use finledger::startup::{Application, Database};
 
 use super::client::{ApiClient, Protocol, client_config};
+use super::tokens::{AUDIENCE, ISSUER, TokenIssuer};
 use super::{ManualClock, fresh_database, shared_cluster};
 
 #[derive(Parser)]
@@ -25,6 +26,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub clock: ManualClock,
     pub port: u16,
+    pub tokens: TokenIssuer,
 }
 
 impl TestApp {
@@ -34,7 +36,15 @@ impl TestApp {
 
     /// Starts the service; `extra` are further command-line settings.
     pub async fn spawn_with(extra: &[&str]) -> TestApp {
+        let policies = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
+        TestApp::spawn_in(&policies, extra).await
+    }
+
+    /// Starts the service on the policy directory `policies`.
+    pub async fn spawn_in(policies: &Path, extra: &[&str]) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary directory");
+        let tokens = TokenIssuer::load();
+        std::fs::write(dir.path().join("jwks.json"), tokens.jwks()).expect("writing the JWKS");
         let ca = CertificateAuthority::generate("finledger test CA").expect("a CA");
         write_pair(
             dir.path(),
@@ -43,7 +53,6 @@ impl TestApp {
         );
         std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("writing the CA");
         let path = |name: &str| dir.path().join(name).to_str().expect("a UTF-8 path").to_string();
-        let principals = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies/principals.toml");
         let mut arguments = vec![
             "finledger".to_string(),
             "--api-listen=127.0.0.1:0".to_string(),
@@ -51,7 +60,10 @@ impl TestApp {
             format!("--tls-cert={}", path("server.crt")),
             format!("--tls-key={}", path("server.key")),
             format!("--tls-client-ca={}", path("ca.crt")),
-            format!("--principals={}", principals.display()),
+            format!("--policies={}", policies.display()),
+            format!("--jwks-file={}", path("jwks.json")),
+            format!("--jwt-issuer={ISSUER}"),
+            format!("--jwt-audience={AUDIENCE}"),
             format!("--data-dir={}", path("var")),
         ];
         arguments.extend(extra.iter().map(|a| a.to_string()));
@@ -72,6 +84,7 @@ impl TestApp {
             ca,
             dir,
             clock,
+            tokens,
         }
     }
 
@@ -91,6 +104,13 @@ impl TestApp {
     /// A client for one of the principals in policies/principals.toml.
     pub fn client(&self, kind: PrincipalKind, name: &str) -> ApiClient {
         self.client_with(Some(&self.issue_client(kind, name)), Protocol::Http2)
+    }
+
+    /// The console acting for `user` with a token signed now by the test key (EdDSA), with or without
+    /// multi-factor authentication.
+    pub fn console_for(&self, user: &str, mfa: bool) -> ApiClient {
+        let token = self.tokens.token_for(user, mfa, self.clock.now_s());
+        self.client(PrincipalKind::Service, "console").with_bearer(&token)
     }
 
     /// The `payments` service: the usual caller.

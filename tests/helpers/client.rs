@@ -71,6 +71,7 @@ impl Answer {
 pub struct ApiClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
+    bearer: Option<String>,
 }
 
 impl ApiClient {
@@ -93,14 +94,27 @@ impl ApiClient {
         ApiClient {
             client: builder.build(connector),
             base: format!("https://localhost:{port}"),
+            bearer: None,
+        }
+    }
+
+    /// This client, sending `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(&self, token: &str) -> ApiClient {
+        ApiClient {
+            bearer: Some(token.to_string()),
+            ..self.clone()
         }
     }
 
     pub async fn send(&self, method: Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Answer, String> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("content-type", content_type)
+            .header("content-type", content_type);
+        if let Some(token) = &self.bearer {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .expect("a well-formed request");
         let response = self.client.request(request).await.map_err(|e| format!("{e:?}"))?;

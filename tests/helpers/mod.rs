@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod client;
+pub mod tokens;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
@@ -80,6 +81,15 @@ pub struct ManualClock(Arc<AtomicI64>);
 impl ManualClock {
     pub fn new() -> ManualClock {
         ManualClock(Arc::new(AtomicI64::new(1_800_000_000_000_000)))
+    }
+
+    /// Sets the time to `seconds` since the Unix epoch.
+    pub fn set_s(&self, seconds: i64) {
+        self.0.store(seconds * 1_000_000, Ordering::SeqCst);
+    }
+
+    pub fn now_s(&self) -> i64 {
+        self.0.load(Ordering::SeqCst) / 1_000_000
     }
 
     pub fn advance_s(&self, seconds: i64) {

@@ -1,0 +1,206 @@
+//! The one authorization step in front of every handler.
+//!
+//! The [`Access`] extractor names the caller: the principal of the verified client certificate, or,
+//! when that principal is a trusted front-end (role `console`) presenting a Bearer token, the user the
+//! token names (the front-end is kept too). Handlers then ask [`Access::authorize`] for the action and
+//! the resource they are about to touch; a denial is recorded in the audit log and answered with 403
+//! `forbidden` and the determining policy ids. The request-id middleware refuses any successful
+//! answer of a handler that made no allowed decision, so a handler that forgets to ask fails closed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use audit::record::AccessDenied;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use ledger::Timestamp;
+
+use crate::api::AppState;
+use crate::api::problem::{ApiCode, ApiError};
+use crate::authz::{Action, Decision, Policies, Resource};
+use crate::identity::{Caller, PeerCertificate, PrincipalKind};
+use crate::store::LedgerHandle;
+
+/// The role of a front-end trusted to act for users with their tokens.
+pub const FRONT_END_ROLE: &str = "console";
+
+/// Set once a handler's request was allowed; read by the request-id middleware.
+#[derive(Clone, Default)]
+pub struct Authorized(Arc<AtomicBool>);
+
+impl Authorized {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A request's caller, with the policy set and the time its decisions are made with.
+pub struct Access {
+    pub caller: Caller,
+    policies: Arc<Policies>,
+    ledger: LedgerHandle,
+    now: Timestamp,
+    authorized: Authorized,
+}
+
+impl FromRequestParts<AppState> for Access {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Access, ApiError> {
+        let policies = state.authz.current();
+        let now = (state.clock)();
+        let certificate = parts
+            .extensions
+            .get::<PeerCertificate>()
+            .ok_or_else(|| ApiError::new(ApiCode::UnknownPrincipal, "no client certificate on this connection"))?;
+        let caller = policies
+            .principals()
+            .resolve(certificate)
+            .map_err(|reason| ApiError::new(ApiCode::UnknownPrincipal, reason))?;
+        let access = Access {
+            caller,
+            policies,
+            ledger: state.ledger.clone(),
+            now,
+            authorized: parts.extensions.get::<Authorized>().cloned().unwrap_or_default(),
+        };
+        match parts.headers.get(AUTHORIZATION) {
+            None => Ok(access),
+            Some(value) => access.relayed(state, value.to_str().unwrap_or_default()).await,
+        }
+    }
+}
+
+impl Access {
+    /// The caller a front-end's Bearer token names, with the front-end kept.
+    async fn relayed(mut self, state: &AppState, header: &str) -> Result<Access, ApiError> {
+        if !self.caller.principal.has_role(FRONT_END_ROLE) {
+            let denial = AccessDenied {
+                action: "token.relay".to_string(),
+                resource: format!("Principal::{:?}", self.caller.principal.name),
+                policy_ids: Vec::new(),
+                erroring_policy_ids: Vec::new(),
+            };
+            self.record_denial(denial).await;
+            return Err(ApiError::new(
+                ApiCode::Forbidden,
+                "authorization: only a trusted front-end (role console) may present a user's token",
+            ));
+        }
+        let invalid = |reason: String| ApiError::new(ApiCode::InvalidToken, format!("authorization: {reason}"));
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| invalid("expected \"Bearer <token>\"".to_string()))?;
+        let verifier = state
+            .authz
+            .tokens()
+            .ok_or_else(|| invalid("this service accepts no tokens (no JWKS file is configured)".to_string()))?;
+        let claims = verifier
+            .verify(token.trim(), self.now.micros() / 1_000_000)
+            .map_err(invalid)?;
+        let user = self
+            .policies
+            .principals()
+            .get(&claims.subject)
+            .filter(|principal| principal.kind == PrincipalKind::User)
+            .ok_or_else(|| invalid(format!("the token's subject {:?} is not a known user", claims.subject)))?
+            .clone();
+        let front_end = std::mem::replace(&mut self.caller.principal, user);
+        self.caller.front_end = Some(front_end);
+        self.caller.mfa = claims.mfa;
+        Ok(self)
+    }
+
+    /// The decision on `action` over `resource`; a denial is recorded and returned as 403.
+    pub async fn authorize(&self, action: Action, resource: &Resource) -> Result<(), ApiError> {
+        let decision = self.decide(action, resource);
+        if decision.allowed {
+            self.authorized.0.store(true, Ordering::Release);
+            return Ok(());
+        }
+        self.record_denial(denial(action, resource, &decision)).await;
+        Err(forbidden(action, &decision))
+    }
+
+    /// The decision without recording it: for callers that decide many items and answer once.
+    pub fn decide(&self, action: Action, resource: &Resource) -> Decision {
+        self.policies.decide(&self.caller, action, resource, self.now)
+    }
+
+    /// Marks the request allowed after every one of its items was (see [`Access::decide`]).
+    pub fn allowed_all(&self) {
+        self.authorized.0.store(true, Ordering::Release);
+    }
+
+    /// Records denials of several items at once, durably.
+    pub async fn record_denials(&self, denials: Vec<AccessDenied>) {
+        for denial in denials {
+            self.record_denial(denial).await;
+        }
+    }
+
+    async fn record_denial(&self, denial: AccessDenied) {
+        let actor = self.caller.actor(Some(self.policies.hash()));
+        if let Err(error) = self
+            .ledger
+            .acting_as(actor)
+            .record(audit::Event::AccessDenied(denial))
+            .await
+        {
+            tracing::error!(%error, "a denial could not be recorded in the audit log");
+        }
+    }
+
+    /// The ledger, acting as this caller under this policy set.
+    pub fn ledger(&self) -> LedgerHandle {
+        self.ledger.acting_as(self.caller.actor(Some(self.policies.hash())))
+    }
+
+    pub fn principal(&self) -> &crate::identity::Principal {
+        &self.caller.principal
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+}
+
+/// The audit record of a denial.
+pub fn denial(action: Action, resource: &Resource, decision: &Decision) -> AccessDenied {
+    AccessDenied {
+        action: action.as_str().to_string(),
+        resource: resource_name(resource),
+        policy_ids: decision.policy_ids.clone(),
+        erroring_policy_ids: decision.erroring_policy_ids.clone(),
+    }
+}
+
+/// The 403 answer to a denial: the determining policy ids, nothing else of the policies.
+pub fn forbidden(action: Action, decision: &Decision) -> ApiError {
+    let detail = if decision.policy_ids.is_empty() {
+        format!("{}: no policy permits this request", action.as_str())
+    } else {
+        format!(
+            "{}: forbidden by policy {}",
+            action.as_str(),
+            decision.policy_ids.join(", ")
+        )
+    };
+    let mut error = ApiError::new(ApiCode::Forbidden, detail);
+    error.policy_ids = decision.policy_ids.clone();
+    error
+}
+
+/// A resource as a Cedar entity reference, for audit records.
+fn resource_name(resource: &Resource) -> String {
+    match resource {
+        Resource::Account(account) => format!("Account::\"{}\"", account.id),
+        Resource::Transfer(transfer) => format!("Transfer::\"{}\"", transfer.id),
+        Resource::Review(review) => format!("Review::\"{}\"", review.transfer.id),
+        Resource::Ruleset { id, .. } => format!("Ruleset::{id:?}"),
+        Resource::Report(id) => format!("Report::{id:?}"),
+        Resource::AuditLog => "AuditLog::\"log\"".to_string(),
+        Resource::Api => "Api::\"v1\"".to_string(),
+    }
+}
