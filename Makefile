@@ -33,6 +33,7 @@ check:
 bench: deps
 	cargo bench --bench ledger_throughput
 	cargo bench --bench audit_log
+	cargo bench --bench authz
 	cargo bench --bench api_load
 
 # Regenerate the offline query data after changing a query or a migration.

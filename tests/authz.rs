@@ -191,15 +191,7 @@ fn transfer(n: u32, debit: u32, credit: u32, amount: &str) -> Value {
 
 /// The shipped policies, with one more approver, dave, listed as owning account 3 (an orders account).
 fn policies_with_dave(dir: &std::path::Path) -> std::path::PathBuf {
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    for entry in std::fs::read_dir(&shipped).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
-        }
-    }
+    let policies = copy_policies(dir);
     let mut principals = std::fs::read_to_string(policies.join("principals.toml")).unwrap();
     principals.push_str(&format!(
         "\n[principals.dave]\nkind = \"user\"\nroles = [\"approver\"]\naccounts = [\"{}\"]\napproval_limits = {{ USD = 100000000 }}\n",
