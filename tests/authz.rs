@@ -180,6 +180,23 @@ impl Suite {
     }
 }
 
+/// Up to 1000 audit records from `from`, read by `auditor` and decoded.
+async fn records(auditor: &ApiClient, from: u64) -> Vec<Record> {
+    let page = auditor.get(&format!("/v1/audit/records?from={from}&limit=1000")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(r["bytes"].as_str().unwrap())
+                .unwrap();
+            Record::decode(&bytes).unwrap()
+        })
+        .collect()
+}
+
 fn account(n: u32) -> Value {
     json!({"id": id(n), "currency": "USD", "code": 1})
 }
@@ -814,20 +831,7 @@ async fn a_reload_swaps_the_whole_set_and_is_audited_and_a_bad_one_changes_nothi
             })
             .collect()
     };
-    let records = || async {
-        let page = auditor.get("/v1/audit/records?limit=1000").await;
-        page.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(r["bytes"].as_str().unwrap())
-                    .unwrap();
-                Record::decode(&bytes).unwrap()
-            })
-            .collect::<Vec<_>>()
-    };
+    let records = || records(&auditor, 0);
     let first = loaded(&records().await);
     assert_eq!(first.len(), 1, "the set in effect at start-up is recorded");
     for n in [1, 2] {
