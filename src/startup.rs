@@ -226,7 +226,7 @@ async fn record_policy_set(ledger: &store::LedgerHandle, policies: &crate::authz
     };
     ledger
         .acting_as(actor)
-        .record(policies.loaded_event())
+        .record(vec![policies.loaded_event()])
         .await
         .context("recording the policy set in the audit log")
 }

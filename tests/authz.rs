@@ -95,22 +95,7 @@ impl Suite {
 
     /// The records appended since `from`.
     async fn records_since(&self, from: u64) -> Vec<Record> {
-        let page = self
-            .auditor
-            .get(&format!("/v1/audit/records?from={from}&limit=100"))
-            .await;
-        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-        page.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(r["bytes"].as_str().unwrap())
-                    .unwrap();
-                Record::decode(&bytes).unwrap()
-            })
-            .collect()
+        records(&self.auditor, from).await
     }
 
     async fn run(&mut self, case: Case) -> Value {

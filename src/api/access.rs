@@ -82,7 +82,7 @@ impl Access {
                 policy_ids: Vec::new(),
                 erroring_policy_ids: Vec::new(),
             };
-            self.record_denial(denial).await;
+            self.record_denials(vec![denial]).await;
             return Err(ApiError::new(
                 ApiCode::Forbidden,
                 "authorization: only a trusted front-end (role console) may present a user's token",
@@ -119,7 +119,7 @@ impl Access {
             self.authorized.0.store(true, Ordering::Release);
             return Ok(());
         }
-        self.record_denial(denial(action, resource, &decision)).await;
+        self.record_denials(vec![denial(action, resource, &decision)]).await;
         Err(forbidden(action, &decision))
     }
 
@@ -133,21 +133,10 @@ impl Access {
         self.authorized.0.store(true, Ordering::Release);
     }
 
-    /// Records denials of several items at once, durably.
+    /// Records denials (of one request, or of several items of one batch) in one commit, durably.
     pub async fn record_denials(&self, denials: Vec<AccessDenied>) {
-        for denial in denials {
-            self.record_denial(denial).await;
-        }
-    }
-
-    async fn record_denial(&self, denial: AccessDenied) {
-        let actor = self.caller.actor(Some(self.policies.hash()));
-        if let Err(error) = self
-            .ledger
-            .acting_as(actor)
-            .record(audit::Event::AccessDenied(denial))
-            .await
-        {
+        let events = denials.into_iter().map(audit::Event::AccessDenied).collect();
+        if let Err(error) = self.ledger().record(events).await {
             tracing::error!(%error, "a denial could not be recorded in the audit log");
         }
     }
@@ -159,10 +148,6 @@ impl Access {
 
     pub fn principal(&self) -> &crate::identity::Principal {
         &self.caller.principal
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.now
     }
 }
 

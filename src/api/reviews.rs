@@ -85,7 +85,7 @@ async fn decidable(
     let transfer_id = TransferId::parse(id, ErrorCode::IdMustNotBeZero).map_err(|_| not_found())?;
     let transfer = read(state.store.transfer(transfer_id).await)?.ok_or_else(not_found)?;
     let facts = ReviewFacts {
-        transfer: stored_facts(state, &transfer).await?,
+        transfer: stored_facts(state, &transfer, true).await?,
         initiator: review.initiator.clone(),
         reason: review.reason.clone(),
     };

@@ -134,7 +134,7 @@ async fn create_one(state: &AppState, access: &Access, request: TransferRequest)
     let (transfer, review, resource) = match transfer.pending_id() {
         None => {
             let accounts = movement_accounts(state, std::slice::from_ref(&transfer)).await?;
-            let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s);
+            let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s, 0);
             let facts = movement_facts(&transfer, &accounts, review.is_some())
                 .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
             (transfer, review, facts)
@@ -164,12 +164,14 @@ async fn create_one(state: &AppState, access: &Access, request: TransferRequest)
     Ok(response)
 }
 
-/// The transfer as it will be created: held (pending, with a review to open) when its amount is above
-/// the caller's approval limit in its currency, as it is otherwise.
+/// The transfer as it will be created: held (pending, with a review to open for the submission's
+/// command at index `command`) when its amount is above the caller's approval limit in its currency,
+/// as it is otherwise.
 fn hold_above_limit(
     access: &Access,
     mut transfer: NewTransfer,
     hold_timeout_s: u32,
+    command: usize,
 ) -> (NewTransfer, Option<ReviewChange>) {
     let Some(movement) = transfer.movement().cloned() else {
         return (transfer, None);
@@ -191,7 +193,7 @@ fn hold_above_limit(
         };
     }
     let review = ReviewChange::Open {
-        command: 0,
+        command,
         reason: ReviewReason::ApprovalLimit,
         explanation,
     };
@@ -229,8 +231,17 @@ fn movement_facts(
     })
 }
 
-/// What policies see of a stored transfer: its accounts, amount, and whether it is held for review.
-pub(crate) async fn stored_facts(state: &AppState, transfer: &ledger::Transfer) -> Result<TransferFacts, ApiError> {
+/// Whether a stored transfer is held for review (a pending transfer with a review).
+async fn is_held(state: &AppState, transfer: &ledger::Transfer) -> Result<bool, ApiError> {
+    Ok(transfer.state.is_some() && read(state.store.review(transfer.id.uuid()).await)?.is_some())
+}
+
+/// What policies see of a stored transfer: its accounts, amount, and whether it is `held` for review.
+pub(crate) async fn stored_facts(
+    state: &AppState,
+    transfer: &ledger::Transfer,
+    held: bool,
+) -> Result<TransferFacts, ApiError> {
     let (debit, credit) = (transfer.debit_account_id.uuid(), transfer.credit_account_id.uuid());
     let accounts = read(state.store.account_facts(&[debit, credit]).await)?;
     let account = |id: Uuid| {
@@ -241,7 +252,6 @@ pub(crate) async fn stored_facts(state: &AppState, transfer: &ledger::Transfer) 
             ))
         })
     };
-    let held = transfer.state.is_some() && read(state.store.review(transfer.id.uuid()).await)?.is_some();
     Ok(TransferFacts {
         id: transfer.id.uuid(),
         debit_account: account(debit)?,
@@ -256,7 +266,7 @@ pub(crate) async fn stored_facts(state: &AppState, transfer: &ledger::Transfer) 
 async fn pending_facts(state: &AppState, pending_id: TransferId) -> Result<TransferFacts, ApiError> {
     let pending = read(state.store.transfer(pending_id).await)?
         .ok_or_else(|| ApiError::ledger(ErrorCode::PendingTransferNotFound, Some("id")))?;
-    stored_facts(state, &pending).await
+    stored_facts(state, &pending, is_held(state, &pending).await?).await
 }
 
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = CreateTransfer,
@@ -412,7 +422,7 @@ pub(crate) async fn readable_transfer(
         Err(_) => None,
     };
     let transfer = found.ok_or_else(|| ApiError::new(ApiCode::TransferNotFound, format!("id: no transfer {id}")))?;
-    let facts = stored_facts(state, &transfer).await?;
+    let facts = stored_facts(state, &transfer, is_held(state, &transfer).await?).await?;
     access
         .authorize(Action::TransferRead, &Resource::Transfer(facts))
         .await?;
@@ -546,7 +556,7 @@ async fn authorize_items(
     let mut missing = Vec::new();
     let mut denied = Vec::new();
     for (index, transfer) in transfers.into_iter().enumerate() {
-        let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s);
+        let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s, index);
         match movement_facts(&transfer, &accounts, review.is_some()) {
             Err(code) => missing.push((index, code)),
             Ok(facts) => {
@@ -561,16 +571,7 @@ async fn authorize_items(
                 }
             }
         }
-        if let Some(ReviewChange::Open {
-            reason, explanation, ..
-        }) = review
-        {
-            reviews.push(ReviewChange::Open {
-                command: index,
-                reason,
-                explanation,
-            });
-        }
+        reviews.extend(review);
         commands.push(Command::CreateTransfer(transfer));
     }
     if !missing.is_empty() {

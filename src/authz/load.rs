@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::identity::Principals;
 
-pub const SCHEMA_FILE: &str = "schema.cedarschema";
-pub const PRINCIPALS_FILE: &str = "principals.toml";
+const SCHEMA_FILE: &str = "schema.cedarschema";
+const PRINCIPALS_FILE: &str = "principals.toml";
 
 /// The files of a policy directory as read, before they are checked.
 pub struct Sources {

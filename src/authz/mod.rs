@@ -22,7 +22,6 @@ use ledger::Timestamp;
 use uuid::Uuid;
 
 use crate::identity::{Caller, Principal, Principals};
-pub use load::{PRINCIPALS_FILE, SCHEMA_FILE};
 use token::{TokenSettings, TokenVerifier};
 
 /// One action per API operation, as the schema names them.

@@ -193,9 +193,10 @@ impl LedgerHandle {
         self.send(commands, Vec::new(), reviews).await
     }
 
-    /// Records `event` in the audit log (with no ledger change), durably, before returning.
-    pub async fn record(&self, event: audit::Event) -> Result<(), SubmitError> {
-        self.send(Vec::new(), vec![event], Vec::new()).await.map(drop)
+    /// Records `events` in the audit log (with no ledger change), in order, in one commit, durably,
+    /// before returning.
+    pub async fn record(&self, events: Vec<audit::Event>) -> Result<(), SubmitError> {
+        self.send(Vec::new(), events, Vec::new()).await.map(drop)
     }
 
     async fn send(
