@@ -1,14 +1,15 @@
 //! Authorization latency: one decision with the full shipped policy set, for callers drawn from
 //! 10,000 principals over accounts drawn from 10,000 accounts (the principals file and the account
 //! facts a request's entities are built from). Each decision builds the request's entities (the
-//! principal with its roles and limits, the accounts with their owners, the resource), validates them
-//! against the schema and evaluates every policy, as a request does.
+//! principal with its roles and limits, the accounts with their owners, the resource) and evaluates
+//! every policy that can apply to the action and the caller's roles, as a request does.
 //!
 //! Three shapes of request: a transfer by its debit account's owner (allowed), the same by another
 //! service (denied), and a held-transfer approval (the most policies apply). Reports p50 and p99 per
 //! shape, medians of `REPEATS` runs. Target: p99 < 50 µs.
 //!
-//! Run: `cargo bench --bench authz` (FINLEDGER_BENCH_AUTHZ_DECISIONS sets decisions per run).
+//! Run: `cargo bench --bench authz` (FINLEDGER_BENCH_AUTHZ_DECISIONS sets decisions per run;
+//! FINLEDGER_BENCH_AUTHZ_SHAPE=<text> runs only the shapes whose name contains it, e.g. for profiling).
 
 mod support;
 
@@ -170,7 +171,8 @@ fn main() {
         "authorization: {} principals, {ACCOUNTS} accounts, the shipped policies; {decisions} decisions per run, {REPEATS} runs",
         policies.principals().iter().count(),
     );
-    for (name, decide) in &shapes {
+    let only = std::env::var("FINLEDGER_BENCH_AUTHZ_SHAPE").unwrap_or_default();
+    for (name, decide) in shapes.iter().filter(|(name, _)| name.contains(only.as_str())) {
         let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         let mut allowed = 0;
         for _ in 0..REPEATS {

@@ -9,6 +9,7 @@
 mod load;
 pub mod token;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -149,9 +150,16 @@ pub struct Decision {
 
 /// One loaded, checked policy set.
 pub struct Policies {
-    schema: Schema,
-    policies: PolicySet,
+    /// The policies that can apply, per action in `Action::ALL` order, for each distinct set of roles
+    /// in the principals file. A policy whose scope excludes the action or the caller's roles is never
+    /// satisfied and cannot fail, so leaving it out changes no decision and spares evaluating it.
+    by_roles: Vec<Vec<PolicySet>>,
+    /// Per action only, for a caller this set does not list (resolved against an older set).
+    by_action: Vec<PolicySet>,
     principals: Arc<Principals>,
+    /// Each principal's entity (roles and approval limits), built once per load, and the index of its
+    /// roles in `by_roles`.
+    principal_entities: HashMap<String, (Entity, usize)>,
     hash: [u8; 32],
     files: Vec<(String, [u8; 32])>,
     types: Types,
@@ -196,9 +204,12 @@ impl Types {
         EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
     }
 
+    fn index(&self, action: Action) -> usize {
+        Action::ALL.iter().position(|a| *a == action).unwrap_or_default()
+    }
+
     fn action(&self, action: Action) -> EntityUid {
-        let index = Action::ALL.iter().position(|a| *a == action).unwrap_or_default();
-        self.actions[index].clone()
+        self.actions[self.index(action)].clone()
     }
 }
 
@@ -208,13 +219,42 @@ impl Policies {
         let sources = load::Sources::read(dir)?;
         let (hash, files) = sources.hashes();
         let checked = load::check(&sources)?;
+        let types = Types::new();
+        let per_action = |roles: Option<&[EntityUid]>| {
+            types
+                .actions
+                .iter()
+                .map(|action| policies_for(&checked, &types, action, roles))
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        let mut role_sets: HashMap<Vec<String>, usize> = HashMap::new();
+        let mut by_roles = Vec::new();
+        let mut principal_entities = HashMap::new();
+        for principal in checked.principals.iter() {
+            let mut roles = principal.roles.clone();
+            roles.sort_unstable();
+            roles.dedup();
+            let index = match role_sets.get(&roles) {
+                Some(index) => *index,
+                None => {
+                    let uids: Vec<EntityUid> = roles.iter().map(|role| types.uid(&types.role, role)).collect();
+                    by_roles.push(per_action(Some(&uids))?);
+                    role_sets.insert(roles, by_roles.len() - 1);
+                    by_roles.len() - 1
+                }
+            };
+            let entity = principal_entity(&types, principal)
+                .map_err(|reason| anyhow::anyhow!("principal {}: {reason}", principal.name))?;
+            principal_entities.insert(principal.name.clone(), (entity, index));
+        }
         Ok(Policies {
-            schema: checked.schema,
-            policies: checked.policies,
+            by_action: per_action(None)?,
+            by_roles,
             principals: Arc::new(checked.principals),
+            principal_entities,
             hash,
             files,
-            types: Types::new(),
+            types,
         })
     }
 
@@ -245,39 +285,60 @@ impl Policies {
                 policy_set: self.hash,
             }
         };
-        let (request, entities) = match self.request(caller, action, resource, now) {
-            Ok(built) => built,
-            Err(reason) => return deny_with_error(reason),
+        let action_index = self.types.index(action);
+        let policies = match self.principal_entities.get(&caller.principal.name) {
+            Some((_, roles)) => &self.by_roles[*roles][action_index],
+            None => &self.by_action[action_index],
         };
-        let response = cedar_policy::Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        match self.request(caller, action, resource, now, None) {
+            Ok((request, entities)) => self.evaluate(&request, policies, &entities),
+            Err(reason) => deny_with_error(reason),
+        }
+    }
+
+    /// Cedar's answer, denying when any policy failed to evaluate.
+    fn evaluate(&self, request: &Request, policies: &PolicySet, entities: &Entities) -> Decision {
+        let response = cedar_policy::Authorizer::new().is_authorized(request, policies, entities);
         let diagnostics = response.diagnostics();
-        let erroring_policy_ids: Vec<String> = diagnostics
+        // Sorted: Cedar reports them in no fixed order, and they go into audit records.
+        let mut erroring_policy_ids: Vec<String> = diagnostics
             .errors()
             .map(|error| match error {
                 cedar_policy::AuthorizationError::PolicyEvaluationError(e) => e.policy_id().to_string(),
             })
             .collect();
+        erroring_policy_ids.sort_unstable();
+        let mut policy_ids: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        policy_ids.sort_unstable();
         let allowed = response.decision() == cedar_policy::Decision::Allow && erroring_policy_ids.is_empty();
         Decision {
             allowed,
-            policy_ids: diagnostics.reason().map(ToString::to_string).collect(),
+            policy_ids,
             erroring_policy_ids,
             policy_set: self.hash,
         }
     }
 
     /// The Cedar request and the entities it needs: the acting principal with its roles and limits, and
-    /// the resource with the accounts it refers to.
+    /// the resource with the accounts it refers to. They are built from typed facts, so they are checked
+    /// against `schema` only when one is given (the tests check every shape; at run time the check would
+    /// be a third of a decision's time, and a wrong shape could only make a policy fail, which denies).
     fn request(
         &self,
         caller: &Caller,
         action: Action,
         resource: &Resource,
         now: Timestamp,
+        schema: Option<&Schema>,
     ) -> Result<(Request, Entities), String> {
         let t = &self.types;
         let principal_uid = t.uid(&t.principal, &caller.principal.name);
-        let mut entities = vec![self.principal_entity(&caller.principal)?];
+        let principal = match self.principal_entities.get(&caller.principal.name) {
+            Some((entity, _)) => entity.clone(),
+            // A caller resolved against an older set that this one no longer lists.
+            None => principal_entity(t, &caller.principal)?,
+        };
+        let mut entities = vec![principal];
         let resource_uid = match resource {
             Resource::Account(account) => self.account(account, &mut entities)?,
             Resource::Transfer(transfer) => self.transfer(transfer, &mut entities)?,
@@ -318,33 +379,10 @@ impl Policies {
             Resource::Api => t.uid(&t.api, "v1"),
         };
         let context = self.context(caller, now)?;
-        let request = Request::new(
-            principal_uid,
-            t.action(action),
-            resource_uid,
-            context,
-            Some(&self.schema),
-        )
-        .map_err(|e| e.to_string())?;
-        // The entities are built here from typed facts, so they are not checked against the schema
-        // again (a third of a decision's time); a wrong one could only make a policy fail, which denies.
-        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let request =
+            Request::new(principal_uid, t.action(action), resource_uid, context, schema).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(entities, schema).map_err(|e| e.to_string())?;
         Ok((request, entities))
-    }
-
-    fn principal_entity(&self, principal: &Principal) -> Result<Entity, String> {
-        let t = &self.types;
-        let roles = principal.roles.iter().map(|role| t.uid(&t.role, role));
-        let tags = principal
-            .approval_limits
-            .iter()
-            .map(|(currency, limit)| Ok((currency.clone(), RestrictedExpression::new_long(long(*limit)?))))
-            .collect::<Result<Vec<_>, String>>()?;
-        let attrs = [(
-            "kind".to_string(),
-            RestrictedExpression::new_string(principal.kind.as_str().to_string()),
-        )];
-        Entity::new_with_tags(t.uid(&t.principal, &principal.name), attrs, roles, tags).map_err(|e| e.to_string())
     }
 
     /// Adds the account's entity (a member of each principal that owns it) and returns its uid.
@@ -403,7 +441,7 @@ impl Policies {
         let local = chrono::DateTime::from_timestamp_micros(now.micros())
             .ok_or("the request time is out of range")?
             .with_timezone(&self.principals.business_utc_offset());
-        let seconds = local.num_seconds_from_midnight();
+        let minute = local.num_seconds_from_midnight() / 60;
         let authentication = RestrictedExpression::new_record([
             (
                 "method".to_string(),
@@ -426,12 +464,66 @@ impl Policies {
                 RestrictedExpression::new_long(i64::from(local.weekday().number_from_monday())),
             ),
             (
-                "time_of_day".to_string(),
-                RestrictedExpression::new_duration(format!("{seconds}s")),
+                "minute_of_day".to_string(),
+                RestrictedExpression::new_long(i64::from(minute)),
             ),
         ])
         .map_err(|e| e.to_string())
     }
+}
+
+/// A principal's entity: a member of each of its roles, with its approval limits as tags.
+fn principal_entity(t: &Types, principal: &Principal) -> Result<Entity, String> {
+    let roles = principal.roles.iter().map(|role| t.uid(&t.role, role));
+    let tags = principal
+        .approval_limits
+        .iter()
+        .map(|(currency, limit)| Ok((currency.clone(), RestrictedExpression::new_long(long(*limit)?))))
+        .collect::<Result<Vec<_>, String>>()?;
+    let attrs = [(
+        "kind".to_string(),
+        RestrictedExpression::new_string(principal.kind.as_str().to_string()),
+    )];
+    Entity::new_with_tags(t.uid(&t.principal, &principal.name), attrs, roles, tags).map_err(|e| e.to_string())
+}
+
+/// The policies whose scope admits `action` (`==` the action, or `in` it or an action group the schema
+/// puts it in) and, when `roles` are given, a principal holding exactly those roles: `principal in
+/// Role::"r"` holds only for a holder of r, as a principal's only ancestors are its roles and the
+/// schema gives roles no parents (otherwise roles are not used to leave policies out).
+fn policies_for(
+    checked: &load::Checked,
+    t: &Types,
+    action: &EntityUid,
+    roles: Option<&[EntityUid]>,
+) -> anyhow::Result<PolicySet> {
+    let actions = checked.schema.action_entities()?;
+    let mut admitted: Vec<&EntityUid> = actions.ancestors(action).into_iter().flatten().collect();
+    admitted.push(action);
+    let roles_have_parents = checked
+        .schema
+        .ancestors(&t.role)
+        .is_none_or(|mut parents| parents.next().is_some());
+    let holds = |role: &EntityUid| match roles {
+        Some(roles) if !roles_have_parents && role.type_name() == &t.role => roles.contains(role),
+        _ => true,
+    };
+    let mut set = PolicySet::new();
+    for policy in checked.policies.policies() {
+        let action_applies = match policy.action_constraint() {
+            cedar_policy::ActionConstraint::Any => true,
+            cedar_policy::ActionConstraint::Eq(uid) => &uid == action,
+            cedar_policy::ActionConstraint::In(uids) => uids.iter().any(|uid| admitted.contains(&uid)),
+        };
+        let principal_applies = match policy.principal_constraint() {
+            cedar_policy::PrincipalConstraint::In(uid) | cedar_policy::PrincipalConstraint::IsIn(_, uid) => holds(&uid),
+            _ => true,
+        };
+        if action_applies && principal_applies {
+            set.add(policy.clone())?;
+        }
+    }
+    Ok(set)
 }
 
 fn long(value: u64) -> Result<i64, String> {
@@ -529,6 +621,68 @@ mod tests {
 
     fn at() -> Timestamp {
         Timestamp::from_micros(NOON_WEDNESDAY * 1_000_000)
+    }
+
+    /// Every request shape the service builds passes the schema, and deciding with only the policies
+    /// that apply to the action gives the answer of the whole set, for every principal, action and kind
+    /// of resource.
+    #[test]
+    fn requests_fit_the_schema_and_per_action_sets_decide_as_the_whole_set() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let policies = shipped();
+        let checked = load::check(&load::Sources::read(&dir).unwrap()).unwrap();
+        let mut transfer = match held("payments", "orders") {
+            Resource::Review(review) => review.transfer,
+            _ => unreachable!(),
+        };
+        transfer.held = false;
+        let resources = [
+            Resource::Account(account(1, "payments")),
+            Resource::Transfer(transfer),
+            held("payments", "orders"),
+            held("alice", "bob"),
+            Resource::Ruleset {
+                id: "r1".to_string(),
+                proposer: "analyst-a".to_string(),
+            },
+            Resource::Report("camt053".to_string()),
+            Resource::AuditLog,
+            Resource::Api,
+        ];
+        let t = &policies.types;
+        let (mut decided, mut allowed) = (0, 0);
+        for principal in policies.principals().iter() {
+            for mfa in [false, true] {
+                let caller = caller(&policies, &principal.name, mfa);
+                for action in Action::ALL {
+                    let applies: Vec<&EntityTypeName> = checked
+                        .schema
+                        .resources_for_action(&t.action(action))
+                        .unwrap()
+                        .collect();
+                    let mut shapes = 0;
+                    for resource in &resources {
+                        let Ok((request, entities)) =
+                            policies.request(&caller, action, resource, at(), Some(&checked.schema))
+                        else {
+                            continue;
+                        };
+                        assert!(applies.contains(&request.resource().unwrap().type_name()));
+                        shapes += 1;
+                        let sliced = policies.decide(&caller, action, resource, at());
+                        assert_eq!(
+                            sliced,
+                            policies.evaluate(&request, &checked.policies, &entities),
+                            "{action:?} {resource:?}"
+                        );
+                        decided += 1;
+                        allowed += sliced.allowed as usize;
+                    }
+                    assert!(shapes > 0, "no resource fits {action:?}");
+                }
+            }
+        }
+        assert!(allowed > 0 && allowed < decided, "{allowed} of {decided} allowed");
     }
 
     #[test]
