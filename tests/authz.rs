@@ -858,3 +858,51 @@ async fn a_reload_swaps_the_whole_set_and_is_audited_and_a_bad_one_changes_nothi
     assert_eq!(loaded(&records().await).len(), 2);
     app.stop().await;
 }
+
+/// SoD c holds even where static SoD was loosened: a principal allowed to both move money and approve
+/// (the conflicting pair removed from the principals file) still cannot approve its own transfer.
+#[tokio::test]
+async fn nobody_approves_a_transfer_they_initiated_even_holding_both_roles() {
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = copy_policies(scratch.path());
+    let file = policies.join("principals.toml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    let mut loosened = shipped.replace("    [\"money-mover\", \"approver\"],\n", "");
+    assert_ne!(loosened, shipped, "the shipped file lists the pair");
+    loosened.push_str(
+        "\n[principals.erin]\nkind = \"user\"\nroles = [\"money-mover\", \"approver\"]\napproval_limits = { USD = 100000 }\n",
+    );
+    std::fs::write(&file, loosened).unwrap();
+    let app = TestApp::spawn_in(&policies, &[]).await;
+    let erin = app.console_for("erin", true);
+    assert_eq!(erin.post("/v1/accounts", &account(1)).await.status, StatusCode::CREATED);
+    assert_eq!(
+        app.payments().post("/v1/accounts", &account(2)).await.status,
+        StatusCode::CREATED
+    );
+
+    // 5,000.00 USD is above erin's 1,000.00 limit: held for a second principal.
+    let held = erin.post("/v1/transfers", &transfer(10, 1, 2, "5000.00")).await;
+    assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.text);
+    let approve = format!("/v1/reviews/{}/approve", id(10));
+    let own = erin.post(&approve, &json!({})).await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.text);
+    // One limit bounds both what erin moves alone and what she approves, so her own limit forbids it
+    // too; maker-is-not-checker must be among the determining policies.
+    assert_eq!(
+        own.body["policy_ids"],
+        json!(["approvals-within-the-approvers-limit", "maker-is-not-checker"]),
+        "{}",
+        own.text
+    );
+    let review = app
+        .console_for("alice", true)
+        .get(&format!("/v1/reviews/{}", id(10)))
+        .await;
+    assert_eq!(review.body["status"], "open", "{}", review.text);
+
+    let other = app.console_for("alice", true).post(&approve, &json!({})).await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.text);
+    assert_eq!(other.body["decided_by"], "alice");
+    app.stop().await;
+}

@@ -16,13 +16,15 @@ use nix::unistd::Pid;
 use sqlx::{Connection, PgConnection};
 
 fn serve(data_dir: &Path, port: u16) -> Child {
-    serve_with_api(data_dir, port, helpers::free_port())
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    serve_with_api(data_dir, port, helpers::free_port(), &policies)
 }
 
-fn serve_with_api(data_dir: &Path, port: u16, api_port: u16) -> Child {
+fn serve_with_api(data_dir: &Path, port: u16, api_port: u16, policies: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_finledger"))
         .arg("serve")
         .env_remove("DATABASE_URL")
+        .env("FINLEDGER_POLICIES", policies)
         .env("FINLEDGER_DATA_DIR", data_dir)
         .env("FINLEDGER_OPS_LISTEN", format!("127.0.0.1:{port}"))
         .env("FINLEDGER_API_LISTEN", format!("127.0.0.1:{api_port}"))
@@ -134,10 +136,18 @@ fn pki_config(data_dir: &Path, name: &str) -> rustls::ClientConfig {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_certificates_without_dropping_open_connections() {
+async fn sighup_reloads_certificates_and_policies_without_dropping_open_connections() {
     let data_dir = helpers::cluster_dir("reload");
+    let policies = data_dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
+        }
+    }
     let (port, api_port) = (helpers::free_port(), helpers::free_port());
-    let mut child = serve_with_api(&data_dir, port, api_port);
+    let mut child = serve_with_api(&data_dir, port, api_port, &policies);
     wait_ready(&mut child, port);
     let old_config = pki_config(&data_dir, "payments");
     let before = ApiClient::new(api_port, old_config.clone(), Protocol::Http2);
@@ -150,6 +160,12 @@ async fn sighup_reloads_certificates_without_dropping_open_connections() {
         .output()
         .unwrap();
     assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    // And a policy that stops account creation.
+    std::fs::write(
+        policies.join("freeze.cedar"),
+        "@id(\"freeze\")\nforbid (principal, action == Action::\"account.create\", resource);\n",
+    )
+    .unwrap();
     kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).unwrap();
 
     let after = ApiClient::new(api_port, pki_config(&data_dir, "payments"), Protocol::Http2);
@@ -174,5 +190,29 @@ async fn sighup_reloads_certificates_without_dropping_open_connections() {
             .await
             .is_err()
     );
+
+    // The new policy set takes effect (the reload runs beside the certificates' one).
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let account =
+            serde_json::json!({"id": format!("00000000-0000-4000-8000-{n:012}"), "currency": "USD", "code": 1});
+        let answer = after.post("/v1/accounts", &account).await;
+        if answer.status == StatusCode::FORBIDDEN {
+            assert_eq!(
+                answer.body["policy_ids"],
+                serde_json::json!(["freeze"]),
+                "{}",
+                answer.text
+            );
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text);
+        assert!(
+            Instant::now() < deadline,
+            "the new policies were not taken up after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(terminate(child).success());
 }
