@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod configuration;
 pub mod evidence;
+pub mod fraud;
 pub mod identity;
 pub mod local_postgres;
 pub mod ops;

@@ -193,7 +193,7 @@ fn transfer(n: u32, debit: u32, credit: u32, amount: &str) -> Value {
 
 /// The shipped policies, with one more approver, dave, listed as owning account 3 (an orders account).
 fn policies_with_dave(dir: &std::path::Path) -> std::path::PathBuf {
-    let policies = copy_policies(dir);
+    let policies = helpers::copy_policies(dir);
     let mut principals = std::fs::read_to_string(policies.join("principals.toml")).unwrap();
     principals.push_str(&format!(
         "\n[principals.dave]\nkind = \"user\"\nroles = [\"approver\"]\naccounts = [\"{}\"]\napproval_limits = {{ USD = 100000000 }}\n",
@@ -787,23 +787,10 @@ async fn console_tokens_are_checked_for_signature_algorithm_issuer_audience_and_
 }
 
 /// Copies the shipped policy directory into `dir`.
-fn copy_policies(dir: &std::path::Path) -> std::path::PathBuf {
-    let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(shipped).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
-        }
-    }
-    policies
-}
-
 #[tokio::test]
 async fn a_reload_swaps_the_whole_set_and_is_audited_and_a_bad_one_changes_nothing() {
     let scratch = tempfile::tempdir().unwrap();
-    let policies = copy_policies(scratch.path());
+    let policies = helpers::copy_policies(scratch.path());
     let app = TestApp::spawn_in(&policies, &[]).await;
     let payments = app.payments();
     let auditor = app.client(PrincipalKind::User, "auditor");
@@ -864,7 +851,7 @@ async fn a_reload_swaps_the_whole_set_and_is_audited_and_a_bad_one_changes_nothi
 #[tokio::test]
 async fn nobody_approves_a_transfer_they_initiated_even_holding_both_roles() {
     let scratch = tempfile::tempdir().unwrap();
-    let policies = copy_policies(scratch.path());
+    let policies = helpers::copy_policies(scratch.path());
     let file = policies.join("principals.toml");
     let shipped = std::fs::read_to_string(&file).unwrap();
     let mut loosened = shipped.replace("    [\"money-mover\", \"approver\"],\n", "");

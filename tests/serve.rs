@@ -138,14 +138,7 @@ fn pki_config(data_dir: &Path, name: &str) -> rustls::ClientConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_certificates_and_policies_without_dropping_open_connections() {
     let data_dir = helpers::cluster_dir("reload");
-    let policies = data_dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    for entry in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), policies.join(entry.file_name())).unwrap();
-        }
-    }
+    let policies = helpers::copy_policies(&data_dir);
     let (port, api_port) = (helpers::free_port(), helpers::free_port());
     let mut child = serve_with_api(&data_dir, port, api_port, &policies);
     wait_ready(&mut child, port);

@@ -10,7 +10,7 @@ pub mod app;
 pub mod client;
 pub mod tokens;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -49,6 +49,25 @@ pub fn cluster_dir(name: &str) -> PathBuf {
 }
 
 /// A loopback TCP port that was free a moment ago.
+/// A copy of the shipped policy directory (authorization and fraud rules, lists) under `dir`, to
+/// change in a test; returns its path.
+pub fn copy_policies(dir: &Path) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let policies = dir.join("policies");
+    copy(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &policies);
+    policies
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
