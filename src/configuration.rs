@@ -108,6 +108,7 @@ impl Settings {
             queue_depth_max: self.queue_depth_max as usize,
             account_cache_max: self.account_cache_max as usize,
             commit_pipeline_depth: self.commit_pipeline_depth as usize,
+            fraud: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use axum_server::tls_rustls::RustlsConfig;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -20,8 +21,10 @@ use crate::api::AppState;
 use crate::authz::Authorizer;
 use crate::clock::Clock;
 use crate::configuration::Settings;
+use crate::fraud::Ruleset;
 use crate::local_postgres::LocalPostgres;
-use crate::store::{self, AuditMode, Store, sequencer};
+use crate::store::sequencer::FraudScreening;
+use crate::store::{self, AuditMode, SequencerConfig, Store, sequencer};
 use crate::tls::{self, ClientCertificateAcceptor};
 
 /// The database the service runs on, and the local cluster when the service owns one.
@@ -92,6 +95,9 @@ pub struct Application {
     database: Database,
     /// The live policy set and token keys.
     pub authz: Arc<Authorizer>,
+    /// The live fraud ruleset.
+    pub fraud: Arc<ArcSwap<Ruleset>>,
+    policies_dir: std::path::PathBuf,
     ledger: store::LedgerHandle,
 }
 
@@ -119,8 +125,17 @@ impl Application {
             signer: audit_key.clone(),
             checkpoint_interval: Duration::from_millis(settings.audit_checkpoint_interval_ms),
         };
-        let (ledger, sequencer) =
-            sequencer::spawn(database.options.clone(), settings.sequencer(), audit, clock.clone());
+        let fraud = Arc::new(ArcSwap::from_pointee(Ruleset::load(&settings.policies).with_context(
+            || format!("loading the fraud rules in {}", settings.policies.display()),
+        )?));
+        let config = SequencerConfig {
+            fraud: Some(FraudScreening {
+                ruleset: fraud.clone(),
+                hold_timeout_s: settings.hold_timeout_s,
+            }),
+            ..settings.sequencer()
+        };
+        let (ledger, sequencer) = sequencer::spawn(database.options.clone(), config, audit, clock.clone());
         record_policy_set(&ledger, &authz.current()).await?;
         let state = AppState {
             ledger: ledger.clone(),
@@ -161,6 +176,8 @@ impl Application {
             store,
             database,
             authz,
+            fraud,
+            policies_dir: settings.policies.clone(),
             ledger,
         })
     }
@@ -172,17 +189,31 @@ impl Application {
         reload_policies(&self.authz, &self.ledger).await
     }
 
-    /// Reloads the policies on every SIGHUP, logging the outcome.
+    /// Loads the fraud rules and lists again: on success the new ruleset screens every transfer from
+    /// the next batch on; on any error the old one stays and the error is returned. Returns whether
+    /// the ruleset changed.
+    pub fn reload_fraud_rules(&self) -> anyhow::Result<bool> {
+        reload_fraud_rules(&self.fraud, &self.policies_dir)
+    }
+
+    /// Reloads the policies and the fraud rules on every SIGHUP, logging the outcome.
     pub fn reload_policies_on_sighup(&self) -> anyhow::Result<JoinHandle<()>> {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing a SIGHUP handler")?;
         let (authz, ledger) = (self.authz.clone(), self.ledger.clone());
+        let (fraud, dir) = (self.fraud.clone(), self.policies_dir.clone());
         Ok(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 if let Err(error) = reload_policies(&authz, &ledger).await {
                     tracing::error!(
                         error = format!("{error:#}"),
                         "policy reload failed; the previous policies stay"
+                    );
+                }
+                if let Err(error) = reload_fraud_rules(&fraud, &dir) {
+                    tracing::error!(
+                        error = format!("{error:#}"),
+                        "fraud rules reload failed; the previous ruleset stays"
                     );
                 }
             }
@@ -203,6 +234,19 @@ impl Application {
             let _ = tokio::task::spawn_blocking(move || local.stop()).await;
         }
     }
+}
+
+fn reload_fraud_rules(current: &ArcSwap<Ruleset>, dir: &Path) -> anyhow::Result<bool> {
+    let ruleset = Ruleset::load(dir).with_context(|| format!("loading the fraud rules in {}", dir.display()))?;
+    if ruleset.hash() == current.load().hash() {
+        return Ok(false);
+    }
+    tracing::info!(
+        hash = ruleset.hash_hex(),
+        "fraud rules reloaded: a new ruleset is in effect"
+    );
+    current.store(Arc::new(ruleset));
+    Ok(true)
 }
 
 async fn reload_policies(authz: &Authorizer, ledger: &store::LedgerHandle) -> anyhow::Result<bool> {

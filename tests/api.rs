@@ -746,8 +746,10 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
     assert_eq!(post.status, StatusCode::CREATED, "{}", post.text);
     let refused = client.post("/v1/transfers", &transfer_body(12, 2, 1, "1000.00")).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Three records for the pending transfer and its post (the batch's fraud screening: allowed, no
+    // rule hit); two for the refusal (its screening names the shadow round-amount rule it hit).
     let new = signed_checkpoint(&auditor, &key).await;
-    assert_eq!(new.size, 6);
+    assert_eq!(new.size, 8);
 
     // The pending transfer's records: its creation and its post, each proven in the checkpoint, each
     // naming the principal and certificate that asked.
@@ -774,9 +776,22 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
 
     let page = auditor.get("/v1/audit/records?from=4&limit=10").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    assert_eq!(page.body["data"].as_array().unwrap().len(), 2);
-    assert_eq!(page.body["data"][1]["type"], "command.rejected");
-    assert_eq!(page.body["next_from"], 6);
+    let types: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "fraud.screened",
+            "transfer.posted",
+            "fraud.screened",
+            "command.rejected"
+        ]
+    );
+    assert_eq!(page.body["next_from"], 8);
 
     let inclusion = auditor.get("/v1/audit/proof/inclusion?index=2&tree_size=3").await;
     assert_eq!(inclusion.status, StatusCode::OK, "{}", inclusion.text);
@@ -790,13 +805,13 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
 
     let consistency = auditor.get("/v1/audit/proof/consistency?old_size=3").await;
     assert_eq!(consistency.status, StatusCode::OK, "{}", consistency.text);
-    assert_eq!(consistency.body["new_size"], 6);
+    assert_eq!(consistency.body["new_size"], 8);
     let proof = hashes(&consistency.body["proof"]);
     audit::merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &proof).unwrap();
 
     for (path, code) in [
-        ("/v1/audit/proof/inclusion?index=6", "invalid_field"),
-        ("/v1/audit/proof/inclusion?index=0&tree_size=7", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=8", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=0&tree_size=9", "invalid_field"),
         ("/v1/audit/proof/inclusion?index=x", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=0", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=3&new_size=2", "invalid_field"),

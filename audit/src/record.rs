@@ -89,6 +89,9 @@ pub enum Event {
     ReviewOpened(ReviewOpened),
     /// A held transfer was approved (posted) or rejected (voided) by the record's actor.
     ReviewDecided(ReviewDecided),
+    /// Transfers screened by the fraud rules: one record per transfer a rule hit or failed on, with its
+    /// explanation, and one per batch for all transfers allowed with no rule hit.
+    FraudScreened(FraudScreened),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +122,18 @@ pub struct ReviewOpened {
     pub reason: String,
     /// Who asked for the transfer.
     pub initiator: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FraudScreened {
+    /// SHA-256 of the ruleset's files.
+    pub ruleset: Hash,
+    /// `allow`, `review` or `deny`.
+    pub verdict: String,
+    pub transfers: Vec<Id>,
+    /// For one transfer with rule outcomes: the rules that hit or failed (with versions and
+    /// reasons), the score and the feature values, as JSON; empty otherwise.
+    pub explanation: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +232,7 @@ impl Event {
             Event::PolicySetLoaded(_) => 9,
             Event::ReviewOpened(_) => 10,
             Event::ReviewDecided(_) => 11,
+            Event::FraudScreened(_) => 12,
         }
     }
 
@@ -234,6 +250,7 @@ impl Event {
             Event::PolicySetLoaded(_) => "policy_set.loaded",
             Event::ReviewOpened(_) => "review.opened",
             Event::ReviewDecided(_) => "review.decided",
+            Event::FraudScreened(_) => "fraud.screened",
         }
     }
 }
@@ -383,6 +400,12 @@ fn encode_event(out: &mut Writer, event: &Event) {
             out.u8(r.decision as u8);
             out.bytes(&r.resolution);
         }
+        Event::FraudScreened(f) => {
+            out.bytes(&f.ruleset);
+            out.str(&f.verdict);
+            out.list(&f.transfers, |out, id| out.bytes(id));
+            out.blob(f.explanation.as_bytes());
+        }
     }
 }
 
@@ -467,6 +490,12 @@ fn decode_event(input: &mut Reader, type_code: u16) -> Result<Event, DecodeError
                 _ => return Err(input.error("unknown review decision")),
             },
             resolution: input.id()?,
+        }),
+        12 => Event::FraudScreened(FraudScreened {
+            ruleset: input.hash()?,
+            verdict: input.str()?,
+            transfers: input.list(Reader::id)?,
+            explanation: input.blob_str()?,
         }),
         _ => return Err(input.error("unknown record type")),
     })
@@ -794,6 +823,20 @@ mod tests {
                     resolution,
                 })
             }),
+            (
+                any::<[u8; 32]>(),
+                "allow|review|deny",
+                proptest::collection::vec(id(), 0..4),
+                ".{0,40}"
+            )
+                .prop_map(|(ruleset, verdict, transfers, explanation)| {
+                    Event::FraudScreened(FraudScreened {
+                        ruleset,
+                        verdict,
+                        transfers,
+                        explanation,
+                    })
+                }),
         ]
     }
 

@@ -401,7 +401,8 @@ impl Verifier {
             | Event::AccessDenied(_)
             | Event::PolicySetLoaded(_)
             | Event::ReviewOpened(_)
-            | Event::ReviewDecided(_) => Ok(()),
+            | Event::ReviewDecided(_)
+            | Event::FraudScreened(_) => Ok(()),
         }
     }
 

@@ -143,6 +143,8 @@ pub enum ErrorCode {
     OverflowsDebits,
     #[error("the credit account's posted plus pending credits would overflow")]
     OverflowsCredits,
+    #[error("refused by a fraud or sanctions rule")]
+    FraudDenied,
 }
 
 // One list gives both the wire name of each code and the list of all codes; a test checks the names
@@ -227,6 +229,7 @@ wire_names! {
     OverflowsCreditsPending => "overflows_credits_pending",
     OverflowsDebits => "overflows_debits",
     OverflowsCredits => "overflows_credits",
+    FraudDenied => "fraud_denied",
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use code::ErrorCode;
 pub use currency::{Currency, SCALE_MAX};
 pub use ids::{AccountId, TransferId};
 pub use metadata::{METADATA_BYTES_MAX, Metadata};
-pub use state::{Applied, BatchOutcome, Changes, Command, CommandResult, EXPIRIES_PER_BATCH_MAX, Ledger};
+pub use state::{Applied, BatchOutcome, Changes, Command, CommandResult, EXPIRIES_PER_BATCH_MAX, Ledger, Screen};
 pub use time::{TIMEOUT_S_MAX, Timestamp};
 pub use transfer::{
     Expected, Movement, NewTransfer, PendingState, Transfer, TransferCommand, TransferFlags, TransferKind,

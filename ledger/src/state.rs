@@ -64,6 +64,36 @@ enum Undo {
     PendingState(TransferId, PendingState),
 }
 
+/// Decides on transfers as a batch applies: see [`Ledger::apply_screened`].
+pub trait Screen {
+    /// `transfer` (the batch's command `index`) is about to apply with the ledger as it is now: apply
+    /// it as it is (`None`), apply a replacement instead, or refuse it.
+    fn screen(
+        &mut self,
+        ledger: &Ledger,
+        index: usize,
+        transfer: &NewTransfer,
+        now: Timestamp,
+    ) -> Result<Option<NewTransfer>, ErrorCode>;
+    /// The chain of the transfers screened since the last call took effect (`applied`) or did not.
+    fn settle(&mut self, applied: bool);
+}
+
+/// No screening: every transfer applies as it is.
+impl Screen for () {
+    fn screen(
+        &mut self,
+        _: &Ledger,
+        _: usize,
+        _: &NewTransfer,
+        _: Timestamp,
+    ) -> Result<Option<NewTransfer>, ErrorCode> {
+        Ok(None)
+    }
+
+    fn settle(&mut self, _: bool) {}
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     accounts: HashMap<AccountId, Account>,
@@ -192,19 +222,64 @@ impl Ledger {
 
     /// Applies a batch at time `now`: first expirations, then each command or linked chain in order.
     pub fn apply(&mut self, commands: &[Command], now: Timestamp) -> BatchOutcome {
+        self.apply_screened(commands, now, &mut ())
+    }
+
+    /// Like [`Ledger::apply`], with `screen` deciding on every transfer that moves money (single-phase
+    /// or pending) just before its chain applies, against the state all earlier chains left: it may
+    /// replace the transfer (e.g. hold it as pending) or refuse it with a code, which fails its chain.
+    /// `screen.settle` then learns whether the chain took effect.
+    pub fn apply_screened(&mut self, commands: &[Command], now: Timestamp, screen: &mut impl Screen) -> BatchOutcome {
         let mut changes = Changes::default();
         self.expire_due(now, &mut changes);
         let mut results = Vec::with_capacity(commands.len());
         let mut start = 0;
         while start < commands.len() {
             let (end, open) = chain_end(commands, start);
-            let chain = &commands[start..end];
             if open {
-                results.extend((1..chain.len()).map(|_| Err(ErrorCode::LinkedEventFailed)));
+                results.extend((start + 1..end).map(|_| Err(ErrorCode::LinkedEventFailed)));
                 results.push(Err(ErrorCode::LinkedEventChainOpen));
-            } else {
-                results.extend(self.apply_chain(chain, now, &mut changes));
+                start = end;
+                continue;
             }
+            let mut replaced: Vec<Command> = Vec::new();
+            let mut refused = None;
+            for (offset, command) in commands[start..end].iter().enumerate() {
+                let Command::CreateTransfer(transfer) = command else {
+                    continue;
+                };
+                if transfer.movement().is_none() {
+                    continue;
+                }
+                match screen.screen(self, start + offset, transfer, now) {
+                    Ok(None) => {}
+                    Ok(Some(replacement)) => {
+                        if replaced.is_empty() {
+                            replaced = commands[start..end].to_vec();
+                        }
+                        replaced[offset] = Command::CreateTransfer(replacement);
+                    }
+                    Err(code) => {
+                        refused = Some((offset, code));
+                        break;
+                    }
+                }
+            }
+            let chain = if replaced.is_empty() {
+                &commands[start..end]
+            } else {
+                &replaced[..]
+            };
+            let chain_results = match refused {
+                Some((index, code)) => {
+                    let mut failed = vec![Err(ErrorCode::LinkedEventFailed); chain.len()];
+                    failed[index] = Err(code);
+                    failed
+                }
+                None => self.apply_chain(chain, now, &mut changes),
+            };
+            screen.settle(chain_results.iter().all(Result::is_ok));
+            results.extend(chain_results);
             start = end;
         }
         debug_assert_eq!(results.len(), commands.len());

@@ -126,7 +126,8 @@ fn transfer_view(receipt: Receipt) -> Option<TransferView> {
 }
 
 /// Submits one transfer request, once allowed, and answers with its record or its refusal. A transfer
-/// above the caller's approval limit is created held (pending) with a review, and answered with 202.
+/// above the caller's approval limit, or one a fraud rule sends to review, is created held (pending)
+/// with a review, and answered with 202.
 async fn create_one(state: &AppState, access: &Access, request: TransferRequest) -> Result<Response, ApiError> {
     let transfer = request
         .parse()
@@ -150,10 +151,9 @@ async fn create_one(state: &AppState, access: &Access, request: TransferRequest)
         TransferCommand::VoidPending { .. } => Action::TransferVoid,
     };
     access.authorize(action, &Resource::Transfer(resource)).await?;
-    let held = review.is_some();
     let id = transfer.id.uuid();
     let receipt = execute_one(access, Command::CreateTransfer(transfer), review.into_iter().collect()).await?;
-    let result = receipt.result;
+    let (result, held) = (receipt.result, receipt.held);
     let mut response = write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))?;
     if held && response.status() == StatusCode::CREATED {
         *response.status_mut() = StatusCode::ACCEPTED;
@@ -186,11 +186,8 @@ fn hold_above_limit(
         "currency": movement.currency.code(),
         "approval_limit": ledger::format_minor(limit, movement.currency),
     });
-    if let TransferCommand::Single(movement) = transfer.command {
-        transfer.command = TransferCommand::Pending {
-            movement,
-            timeout_s: hold_timeout_s,
-        };
+    if let Some(held) = crate::fraud::screen::held(&transfer, hold_timeout_s) {
+        transfer = held;
     }
     let review = ReviewChange::Open {
         command,

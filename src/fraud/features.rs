@@ -247,6 +247,7 @@ fn subject(of: &str) -> Option<Subject> {
 
 /// A transfer being screened, with its accounts as the ledger holds them.
 pub struct Screened<'a> {
+    pub id: uuid::Uuid,
     pub movement: &'a Movement,
     pub code: u16,
     /// The client asked for a pending (two-phase) transfer.
@@ -394,6 +395,21 @@ impl Flow {
         }
     }
 
+    /// Takes back the last movement pushed.
+    fn pop(&mut self) {
+        let Some(movement) = self.movements.pop_back() else {
+            return;
+        };
+        let index = self.base + self.movements.len() as u64;
+        for running in &mut self.running {
+            if running.start <= index && running.counts(&movement) {
+                running.count -= 1;
+                running.sum -= u128::from(movement.amount);
+            }
+            running.start = running.start.min(index);
+        }
+    }
+
     fn tally(&mut self, tally: Tally, now: Timestamp) -> (u64, u128) {
         if !self.running.iter().any(|r| r.tally == tally) {
             let mut running = Running {
@@ -430,6 +446,15 @@ impl Activity {
         let movement = Seen { at, amount, currency };
         self.flows.entry((debit, Side::Debit)).or_default().push(movement);
         self.flows.entry((credit, Side::Credit)).or_default().push(movement);
+    }
+
+    /// Takes back the last [`Activity::add`] of this transfer (its linked chain failed).
+    pub fn retract(&mut self, debit: AccountId, credit: AccountId) {
+        for key in [(debit, Side::Debit), (credit, Side::Credit)] {
+            if let Some(flow) = self.flows.get_mut(&key) {
+                flow.pop();
+            }
+        }
     }
 
     fn tally(&mut self, account: AccountId, tally: Tally, now: Timestamp) -> (u64, u128) {

@@ -7,6 +7,7 @@
 pub mod expr;
 pub mod features;
 pub mod lists;
+pub mod screen;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +28,16 @@ pub enum Verdict {
     Deny,
 }
 
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Review => "review",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -37,7 +48,8 @@ pub enum Mode {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
-    #[serde(rename = "rule")]
+    /// No rules at all is a ruleset too: every transfer is allowed (and still recorded as screened).
+    #[serde(rename = "rule", default)]
     rules: Vec<RuleDeclaration>,
 }
 
@@ -126,6 +138,7 @@ pub struct RuleOutcome {
 /// The screening of one transfer: the verdict, the score of enforced hits, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Screening {
+    pub transfer: uuid::Uuid,
     pub ruleset: String,
     pub verdict: Verdict,
     pub score: i64,
@@ -237,12 +250,12 @@ impl Ruleset {
             Value::Bool(transfer.pending),
         ];
         let features = features::compute(&self.features, activity, transfer);
-        self.combine(&transfer_values, features)
+        self.combine(transfer.id, &transfer_values, features)
     }
 
     /// Evaluates every rule against the transfer's fields and its features (or the error computing
     /// them, which every rule then reports).
-    fn combine(&self, transfer: &[Value], features: Result<Vec<Value>, String>) -> Screening {
+    fn combine(&self, id: uuid::Uuid, transfer: &[Value], features: Result<Vec<Value>, String>) -> Screening {
         let (feature_values, failure) = match features {
             Ok(values) => (values, None),
             Err(error) => (Vec::new(), Some(error)),
@@ -302,6 +315,7 @@ impl Ruleset {
                 .collect()
         };
         Screening {
+            transfer: id,
             ruleset: self.hash_hex(),
             verdict,
             score,
@@ -457,6 +471,7 @@ mod tests {
                 currency,
             };
             let screened = Screened {
+                id: Uuid::from_u128(77),
                 movement: &movement,
                 code: 1,
                 pending: false,

@@ -18,6 +18,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::authz::AccountFacts;
+use crate::fraud::features::Activity;
 
 use audit::AuditRows;
 use reviews::ReviewRows;
@@ -337,6 +338,42 @@ pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mu
         ledger.load_account(account);
     }
     Ok(())
+}
+
+/// The fraud features' recent activity: every transfer that moved money (single-phase or pending)
+/// created within the longest feature window before `now`, read newest first by commit order (the
+/// order of creation) until the first older one, and counted oldest first.
+pub(crate) async fn load_activity(connection: &mut PgConnection, now: Timestamp) -> anyhow::Result<Activity> {
+    use futures_util::TryStreamExt;
+    let from = to_datetime(Timestamp::from_micros(
+        now.micros() - crate::fraud::features::WINDOW_MAX_S * 1_000_000,
+    ));
+    let mut rows = sqlx::query!(
+        r#"SELECT debit_account_id, credit_account_id, amount, currency AS "currency!", created_at
+           FROM transfers WHERE kind IN ('single', 'pending') ORDER BY seq DESC"#
+    )
+    .fetch(&mut *connection);
+    let mut recent = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        if row.created_at <= from {
+            break;
+        }
+        recent.push(row);
+    }
+    drop(rows);
+    let mut activity = Activity::default();
+    for row in recent.into_iter().rev() {
+        let currency = ledger::Currency::from_code(row.currency.trim())
+            .map_err(|e| anyhow::anyhow!("stored transfer currency {}: {e}", row.currency))?;
+        activity.add(
+            AccountId::from_stored(row.debit_account_id),
+            AccountId::from_stored(row.credit_account_id),
+            row.amount as u64,
+            currency,
+            Timestamp::from_micros(row.created_at.timestamp_micros()),
+        );
+    }
+    Ok(activity)
 }
 
 /// Everything one batch writes, as owned columns: built from the ledger's cache by the sequencer,

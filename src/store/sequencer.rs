@@ -26,7 +26,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use audit::record::Actor;
+use arc_swap::ArcSwap;
+use audit::record::{Actor, FraudScreened};
 
 use ledger::{
     Account, AccountId, Applied, BatchOutcome, Command, CommandResult, Ledger, Timestamp, Transfer, TransferId,
@@ -37,9 +38,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
 use crate::clock::Clock;
+use crate::fraud::features::Activity;
+use crate::fraud::screen::Screener;
+use crate::fraud::{Ruleset, Screening, Verdict};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
-use crate::store::reviews::{ReviewChange, ReviewRows};
-use crate::store::{BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_open_pending, load_transfers};
+use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
+use crate::store::{
+    BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_activity, load_open_pending, load_transfers,
+};
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +73,25 @@ pub struct SequencerConfig {
     pub account_cache_max: usize,
     /// Most batches writing or committing at once, each on its own connection.
     pub commit_pipeline_depth: usize,
+    /// Fraud screening of every new transfer; off when `None`.
+    pub fraud: Option<FraudScreening>,
+}
+
+/// The ruleset every new transfer is screened with (swapped whole on activation or reload), and how
+/// long a transfer held for review waits before it expires.
+#[derive(Clone)]
+pub struct FraudScreening {
+    pub ruleset: Arc<ArcSwap<Ruleset>>,
+    pub hold_timeout_s: u32,
+}
+
+impl std::fmt::Debug for FraudScreening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FraudScreening")
+            .field("ruleset", &self.ruleset.load().hash_hex())
+            .field("hold_timeout_s", &self.hold_timeout_s)
+            .finish()
+    }
 }
 
 impl Default for SequencerConfig {
@@ -76,6 +101,7 @@ impl Default for SequencerConfig {
             queue_depth_max: 4096,
             account_cache_max: 1_000_000,
             commit_pipeline_depth: 3,
+            fraud: None,
         }
     }
 }
@@ -96,6 +122,8 @@ pub enum SubmitError {
 pub struct Receipt {
     pub result: CommandResult,
     pub record: Option<Record>,
+    /// The transfer was created held: pending, with a review opened for it.
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -270,6 +298,7 @@ pub fn spawn(
         config,
         audit_mode: audit,
         audit: None,
+        activity: Activity::default(),
     };
     let task = tokio::spawn(sequencer.run(receiver, stop));
     (handle, Shutdown { signal, task })
@@ -286,7 +315,7 @@ struct Head {
 /// A batch applied in memory, ready for its writer: results, rows, and the head before and after.
 struct Prepared {
     outcome: BatchOutcome,
-    records: Vec<Option<Record>>,
+    records: Vec<(Option<Record>, bool)>,
     rows: BatchRows,
     expected: Head,
     next: Head,
@@ -326,7 +355,7 @@ impl BatchError {
 struct InFlight {
     batch: Batch,
     results: Vec<CommandResult>,
-    records: Vec<Option<Record>>,
+    records: Vec<(Option<Record>, bool)>,
     now: Timestamp,
     created_accounts: HashSet<AccountId>,
     created_pending: HashSet<TransferId>,
@@ -359,6 +388,8 @@ struct Sequencer {
     audit_mode: AuditMode,
     /// The audit log as of the head; `None` when off or to be reloaded with the cache.
     audit: Option<AuditLog>,
+    /// What the fraud features count, as of the head; rebuilt with the cache.
+    activity: Activity,
 }
 
 impl Sequencer {
@@ -522,6 +553,9 @@ impl Sequencer {
                 .await?;
                 self.ledger = Ledger::new();
                 load_open_pending(connection, &mut self.ledger).await?;
+                if self.config.fraud.is_some() {
+                    self.activity = load_activity(connection, now).await?;
+                }
                 if let AuditMode::Signed {
                     signer,
                     checkpoint_interval,
@@ -548,25 +582,54 @@ impl Sequencer {
                 self.ledger.load_account(account);
             }
         }
-        let outcome = self.ledger.apply(commands, now);
-        let records = commands
-            .iter()
-            .zip(&outcome.results)
-            .map(|(command, result)| result.is_ok().then(|| record_of(&self.ledger, command)).flatten())
-            .collect();
+        let (outcome, screenings, applied) = match self.config.fraud.as_ref().map(|f| (f.ruleset.load_full(), f)) {
+            Some((ruleset, fraud)) => {
+                self.activity.prune(now);
+                let mut screener = Screener::new(&ruleset, &mut self.activity, fraud.hold_timeout_s);
+                let outcome = self.ledger.apply_screened(commands, now, &mut screener);
+                let mut applied = std::borrow::Cow::Borrowed(&commands[..]);
+                for (index, transfer) in screener.replacements {
+                    applied.to_mut()[index] = Command::CreateTransfer(transfer);
+                }
+                let screenings = Screenings::new(&ruleset, screener.screenings);
+                (outcome, screenings, applied)
+            }
+            None => (
+                self.ledger.apply(commands, now),
+                Screenings::default(),
+                std::borrow::Cow::Borrowed(&commands[..]),
+            ),
+        };
+        let commands = &applied[..];
+        let mut held = vec![false; commands.len()];
         let mut review_rows = ReviewRows::default();
         let mut entries = Vec::with_capacity(commands.len());
         let mut offset = 0;
+        let ledger_actor = Actor::system();
         for caller in &batch.callers {
             let actor = &*caller.actor;
             entries.extend(caller.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
             let mine = commands.iter().zip(&outcome.results).enumerate().skip(offset);
             for (index, (command, result)) in mine.take(caller.count) {
+                let screening = screenings.of(index);
+                if let Some(event) = screening.and_then(|s| screenings.record(s)) {
+                    entries.push(Entry::Event(event, actor));
+                }
                 entries.push(Entry::Command(index, actor));
                 if *result != Ok(Applied::Created) {
                     continue;
                 }
-                for change in caller.reviews.iter().filter(|c| c.command() == index - offset) {
+                let mut changes: Vec<ReviewChange> = caller
+                    .reviews
+                    .iter()
+                    .filter(|c| c.command() == index - offset)
+                    .cloned()
+                    .collect();
+                if let Some(screening) = screening.filter(|s| s.verdict == Verdict::Review) {
+                    fraud_review(&mut changes, index - offset, screening);
+                }
+                for change in &changes {
+                    held[index] |= matches!(change, ReviewChange::Open { .. });
                     if let Some(event) = review_rows.push(change, command, actor, now) {
                         entries.push(Entry::Event(event, actor));
                     }
@@ -574,6 +637,18 @@ impl Sequencer {
             }
             offset += caller.count;
         }
+        if let Some(event) = screenings.allowed_quietly() {
+            entries.push(Entry::Event(event, &ledger_actor));
+        }
+        let records = commands
+            .iter()
+            .zip(&outcome.results)
+            .zip(held)
+            .map(|((command, result), held)| {
+                let record = result.is_ok().then(|| record_of(&self.ledger, command)).flatten();
+                (record, held)
+            })
+            .collect();
         if let Some(audit) = &mut self.audit {
             audit.record_batch(&mut audit_rows, &self.ledger, commands, &outcome, &entries, now);
             audit.checkpoint(&mut audit_rows, now, false)?;
@@ -692,7 +767,7 @@ impl Sequencer {
                     .results
                     .into_iter()
                     .zip(batch.records)
-                    .map(|(result, record)| Receipt { result, record });
+                    .map(|(result, (record, held))| Receipt { result, record, held });
                 for caller in batch.batch.callers {
                     let own: Vec<Receipt> = receipts.by_ref().take(caller.count).collect();
                     let _ = caller.reply.send(Ok(own));
@@ -764,6 +839,83 @@ impl Sequencer {
 }
 
 /// The record a successful command created, changed or found.
+/// A batch's fraud screenings, by command index.
+#[derive(Default)]
+struct Screenings {
+    ruleset: [u8; 32],
+    by_index: Vec<(usize, Screening)>,
+}
+
+impl Screenings {
+    fn new(ruleset: &Ruleset, mut by_index: Vec<(usize, Screening)>) -> Screenings {
+        by_index.sort_by_key(|(index, _)| *index);
+        Screenings {
+            ruleset: ruleset.hash(),
+            by_index,
+        }
+    }
+
+    fn of(&self, index: usize) -> Option<&Screening> {
+        self.by_index
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|at| &self.by_index[at].1)
+    }
+
+    fn quiet(screening: &Screening) -> bool {
+        screening.verdict == Verdict::Allow && screening.rules.is_empty()
+    }
+
+    /// The audit event of one transfer's screening, unless it is a quiet allow (recorded per batch).
+    fn record(&self, screening: &Screening) -> Option<audit::Event> {
+        if Screenings::quiet(screening) {
+            return None;
+        }
+        Some(audit::Event::FraudScreened(FraudScreened {
+            ruleset: self.ruleset,
+            verdict: screening.verdict.as_str().to_string(),
+            transfers: vec![*screening.transfer.as_bytes()],
+            explanation: serde_json::to_string(screening).unwrap_or_default(),
+        }))
+    }
+
+    /// One event for every transfer allowed with no rule hit or failing.
+    fn allowed_quietly(&self) -> Option<audit::Event> {
+        let transfers: Vec<audit::record::Id> = self
+            .by_index
+            .iter()
+            .filter(|(_, s)| Screenings::quiet(s))
+            .map(|(_, s)| *s.transfer.as_bytes())
+            .collect();
+        (!transfers.is_empty()).then(|| {
+            audit::Event::FraudScreened(FraudScreened {
+                ruleset: self.ruleset,
+                verdict: Verdict::Allow.as_str().to_string(),
+                transfers,
+                explanation: String::new(),
+            })
+        })
+    }
+}
+
+/// Opens the fraud review of the submission's command `command`. A transfer already held above its
+/// initiator's approval limit keeps that one review (its approver decides), whose explanation then
+/// carries the fraud screening too.
+fn fraud_review(changes: &mut Vec<ReviewChange>, command: usize, screening: &Screening) {
+    let fraud = serde_json::to_value(screening).unwrap_or_default();
+    for change in changes.iter_mut() {
+        if let ReviewChange::Open { explanation, .. } = change {
+            explanation["fraud"] = fraud;
+            return;
+        }
+    }
+    changes.push(ReviewChange::Open {
+        command,
+        reason: ReviewReason::Fraud,
+        explanation: fraud,
+    });
+}
+
 fn record_of(ledger: &Ledger, command: &Command) -> Option<Record> {
     match command {
         Command::CreateAccount(account) => ledger.account(account.id).cloned().map(Record::Account),

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub port: u16,
     pub tokens: TokenIssuer,
+    arguments: Vec<String>,
+    database: sqlx::postgres::PgConnectOptions,
 }
 
 impl TestApp {
@@ -67,17 +69,9 @@ impl TestApp {
             format!("--data-dir={}", path("var")),
         ];
         arguments.extend(extra.iter().map(|a| a.to_string()));
-        let settings = Arguments::try_parse_from(arguments)
-            .expect("valid test settings")
-            .settings;
-        let database = Database {
-            options: fresh_database(shared_cluster()).await,
-            local: None,
-        };
+        let database = fresh_database(shared_cluster()).await;
         let clock = ManualClock::new();
-        let application = Application::start(&settings, database, clock.clock())
-            .await
-            .expect("the service starts");
+        let application = start(&arguments, &database, &clock).await;
         TestApp {
             port: application.api_address.port(),
             application: Some(application),
@@ -85,7 +79,19 @@ impl TestApp {
             dir,
             clock,
             tokens,
+            arguments,
+            database,
         }
+    }
+
+    /// Stops the service and starts it again on the same database, files and clock (on a new port).
+    pub async fn restart(&mut self) {
+        if let Some(application) = self.application.take() {
+            application.stop().await;
+        }
+        let application = start(&self.arguments, &self.database, &self.clock).await;
+        self.port = application.api_address.port();
+        self.application = Some(application);
     }
 
     /// A client certificate of the test CA for `name`, by SPIFFE ID and CN.
@@ -128,4 +134,17 @@ impl TestApp {
 pub fn write_pair(dir: &Path, name: &str, issued: &Issued) {
     std::fs::write(dir.join(format!("{name}.crt")), &issued.cert_pem).expect("writing a certificate");
     std::fs::write(dir.join(format!("{name}.key")), &issued.key_pem).expect("writing a key");
+}
+
+async fn start(arguments: &[String], database: &sqlx::postgres::PgConnectOptions, clock: &ManualClock) -> Application {
+    let settings = Arguments::try_parse_from(arguments)
+        .expect("valid test settings")
+        .settings;
+    let database = Database {
+        options: database.clone(),
+        local: None,
+    };
+    Application::start(&settings, database, clock.clock())
+        .await
+        .expect("the service starts")
 }
