@@ -28,12 +28,14 @@ check:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Durable transfers/s: spread vs hot account vs one-transaction-per-transfer baseline vs audit off, the
-# audit log's append and offline verify rates, then the mTLS API load driver (see benches/RESULTS.md).
+# Durable transfers/s: spread vs hot account vs one-transaction-per-transfer baseline vs audit off vs
+# fraud screening on, the audit log's append and offline verify rates, authorization and fraud screening
+# latency, then the mTLS API load driver (see benches/RESULTS.md).
 bench: deps
 	cargo bench --bench ledger_throughput
 	cargo bench --bench audit_log
 	cargo bench --bench authz
+	cargo bench --bench fraud
 	cargo bench --bench api_load
 
 # Regenerate the offline query data after changing a query or a migration.

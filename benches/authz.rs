@@ -15,12 +15,11 @@ mod support;
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Instant;
 
 use finledger::authz::{AccountFacts, Action, Policies, Resource, ReviewFacts, TransferFacts};
 use finledger::identity::Caller;
 use ledger::Timestamp;
-use support::{env_or, median, scale};
+use support::{env_or, latencies, median, scale};
 use uuid::Uuid;
 
 const PRINCIPALS: usize = 10_000;
@@ -82,19 +81,6 @@ fn accounts() -> Vec<AccountFacts> {
 fn owner_index(facts: &TransferFacts) -> usize {
     let owner = facts.debit_account.owner.trim_start_matches("svc-");
     owner.parse::<usize>().expect("a generated owner") / 2
-}
-
-/// p50 and p99 of one decision, in µs, over `count` decisions made by `next(i)`.
-fn latencies(count: usize, mut decide: impl FnMut(usize) -> bool) -> (f64, f64, usize) {
-    let mut samples = Vec::with_capacity(count);
-    let mut allowed = 0;
-    for i in 0..count {
-        let start = Instant::now();
-        allowed += decide(i) as usize;
-        samples.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    samples.sort_by(f64::total_cmp);
-    (samples[count / 2], samples[count * 99 / 100], allowed)
 }
 
 fn main() {

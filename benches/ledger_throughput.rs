@@ -7,7 +7,11 @@
 //! - `naive`: the baseline, one transaction per transfer with SELECT ... FOR UPDATE on both accounts,
 //!   at the same client concurrency;
 //! - `spread, audit off`: `spread` without audit records, to measure what the audit log costs (every
-//!   other scenario runs with it, a checkpoint signed after every batch).
+//!   other scenario runs with it, a checkpoint signed after every batch);
+//! - `spread, fraud screening`: `spread` with every transfer screened by the shipped fraud ruleset
+//!   (policies/fraud/), its velocity threshold raised from 10 to 1,000 transfers an hour: this load
+//!   sends ~50 transfers per account within seconds, which the shipped rule would hold for review (a
+//!   different workload: pending transfers and review rows). Every other scenario screens nothing.
 //!
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
 //! Each scenario runs `REPEATS` times; the median is reported with ratios.
@@ -127,13 +131,14 @@ async fn sequencer_run(
     cluster: &LocalPostgres,
     name: &str,
     hot: bool,
-    audit: bool,
+    (audit, fraud): (bool, bool),
     settings: &Settings,
     seed: u64,
 ) -> f64 {
     let options = fresh_database(cluster, name).await;
     let config = SequencerConfig {
         commit_pipeline_depth: settings.pipeline_depth,
+        fraud: fraud.then(bench_ruleset),
         ..SequencerConfig::default()
     };
     let audit = if audit { bench_audit() } else { AuditMode::Off };
@@ -249,23 +254,31 @@ fn main() -> anyhow::Result<()> {
     let cluster = LocalPostgres::start(dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (mut spread, mut hot, mut naive, mut unaudited) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut screened = Vec::new();
     runtime.block_on(async {
         for repeat in 0..settings.repeats {
             let seed = repeat as u64;
-            spread.push(sequencer_run(&cluster, &format!("spread_{repeat}"), false, true, &settings, seed).await);
-            hot.push(sequencer_run(&cluster, &format!("hot_{repeat}"), true, true, &settings, seed).await);
+            let run = |name: &str, hot, options| {
+                let name = format!("{name}_{repeat}");
+                let (cluster, settings) = (&cluster, &settings);
+                async move { sequencer_run(cluster, &name, hot, options, settings, seed).await }
+            };
+            spread.push(run("spread", false, (true, false)).await);
+            hot.push(run("hot", true, (true, false)).await);
             naive.push(naive_run(&cluster, &format!("naive_{repeat}"), &settings, seed).await);
-            let name = format!("unaudited_{repeat}");
-            unaudited.push(sequencer_run(&cluster, &name, false, false, &settings, seed).await);
+            unaudited.push(run("unaudited", false, (false, false)).await);
+            screened.push(run("screened", false, (true, true)).await);
             eprintln!(
-                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s, spread without audit {:.0}/s",
-                spread[repeat], hot[repeat], naive[repeat], unaudited[repeat]
+                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s, spread without audit {:.0}/s, \
+                 spread with fraud screening {:.0}/s",
+                spread[repeat], hot[repeat], naive[repeat], unaudited[repeat], screened[repeat]
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
     let (spread, hot, naive) = (median(&mut spread), median(&mut hot), median(&mut naive));
     let unaudited = median(&mut unaudited);
+    let screened = median(&mut screened);
     println!(
         "clients={} client_batch={} transfers={} naive_transfers={} repeats={}",
         settings.clients, settings.client_batch, settings.transfers, settings.naive_transfers, settings.repeats
@@ -285,6 +298,11 @@ fn main() -> anyhow::Result<()> {
         "| (d) spread, audit off | {unaudited:.0} | audit costs {:.1}% of (d) |",
         (1.0 - spread / unaudited) * 100.0
     );
+    println!(
+        "| (e) spread, fraud screening | {screened:.0} | {:.2} of (a): screening costs {:.1}% |",
+        screened / spread,
+        (1.0 - screened / spread) * 100.0
+    );
     Ok(())
 }
 
@@ -292,5 +310,22 @@ fn bench_audit() -> finledger::store::AuditMode {
     finledger::store::AuditMode::Signed {
         signer: std::sync::Arc::new(audit::note::NoteSigner::generate("finledger.bench/audit").expect("a key")),
         checkpoint_interval: std::time::Duration::ZERO,
+    }
+}
+
+/// The shipped fraud ruleset, its velocity rule's threshold raised (see the module documentation).
+fn bench_ruleset() -> finledger::store::sequencer::FraudScreening {
+    use finledger::fraud::{RULES_FILE, Ruleset};
+    let shipped =
+        Ruleset::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).expect("the shipped ruleset");
+    let mut files = shipped.files().clone();
+    let rules = files[RULES_FILE].replace("f.debit_count_1h > 10\"", "f.debit_count_1h > 1000\"");
+    assert_ne!(rules, files[RULES_FILE], "the velocity rule is where it was");
+    files.insert(RULES_FILE.to_string(), rules);
+    finledger::store::sequencer::FraudScreening {
+        ruleset: Arc::new(arc_swap::ArcSwap::from_pointee(
+            Ruleset::from_files(files).expect("a valid ruleset"),
+        )),
+        hold_timeout_s: 3_600,
     }
 }

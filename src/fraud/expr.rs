@@ -1,9 +1,15 @@
 //! Rule conditions: a small expression language behind [`Language`], so the engine can be swapped.
-//! The one in use is CEL (the `cel` crate, pinned to an exact version), restricted to what a fraud
-//! rule needs and checked against the vocabulary of fields and features before anything runs:
+//! The language is CEL (parsed by the `cel` crate, pinned to an exact version), restricted to what a
+//! fraud rule needs and checked against the vocabulary of fields and features before anything runs:
 //! integers, booleans and strings; `&&`, `||`, `!`, `? :`; comparisons; integer arithmetic; `in` a
 //! list literal; `size`, `contains`, `startsWith`, `endsWith` on strings. No floating point (amounts
 //! are integers of minor or whole major units), no macros, no regular expressions.
+//!
+//! Two engines run it. [`Compiled`] (the one in use) turns the checked syntax tree into typed nodes
+//! evaluated directly over the bound values, with CEL's semantics for this subset: integer overflow
+//! and division by zero are errors, and `&&`/`||` absorb an error when the other side decides
+//! (`false && error` is false). [`Cel`] runs the same programs in the `cel` crate's interpreter; a
+//! test checks both agree, and it is there to swap back to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,6 +85,24 @@ impl Vocabulary {
             .map(|i| (i, self.scopes[scope][i].1))
     }
 
+    fn scope_index(&self, scope: &str) -> Option<usize> {
+        self.scopes.keys().position(|s| s == scope)
+    }
+
+    /// `values` in the order of the vocabulary's scopes.
+    fn ordered(&self, values: &Values) -> Vec<Vec<Value>> {
+        self.scopes
+            .keys()
+            .map(|scope| {
+                values
+                    .iter()
+                    .find(|(s, _)| s == scope)
+                    .map(|(_, v)| v.to_vec())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     pub fn scopes(&self) -> impl Iterator<Item = (&str, &[(String, Type)])> {
         self.scopes
             .iter()
@@ -108,7 +132,7 @@ pub trait Language: Send + Sync {
     fn evaluate(&self, condition: &Self::Condition, bindings: &Self::Bindings) -> Result<bool, String>;
 }
 
-pub type Engine = Cel;
+pub type Engine = Compiled;
 
 /// CEL, as described in the module documentation.
 pub struct Cel {
@@ -131,37 +155,7 @@ impl Language for Cel {
     type Bindings = cel::Context<'static, 'static>;
 
     fn compile(&self, source: &str, vocabulary: &Vocabulary) -> Result<cel::Program, CompileError> {
-        let text = source.to_string();
-        let env = self.env.clone();
-        let parsed = std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .stack_size(COMPILE_STACK_BYTES)
-                .spawn_scoped(scope, move || env.compile(&text).map_err(|e| e.to_string()))
-                .map_err(|e| e.to_string())?
-                .join()
-                .map_err(|_| "the expression could not be parsed".to_string())?
-        });
-        let program = parsed.map_err(|message| parse_error(&message))?;
-        let at = |id: u64| {
-            let offset = program
-                .source_info()
-                .offset_for(id)
-                .map_or(0, |(start, _)| start as usize);
-            line_column(source, offset)
-        };
-        let checker = Checker { vocabulary };
-        let ty = checker.check(program.expression()).map_err(|(id, message)| {
-            let (line, column) = at(id);
-            CompileError { line, column, message }
-        })?;
-        if ty != Type::Bool {
-            return Err(CompileError {
-                line: 1,
-                column: 1,
-                message: format!("a condition must be a bool, this is an {}", ty.name()),
-            });
-        }
-        Ok(program)
+        parse_checked(&self.env, source, vocabulary).map(|(program, _)| program)
     }
 
     fn bind(&self, vocabulary: &Vocabulary, values: &Values) -> cel::Context<'static, 'static> {
@@ -190,6 +184,215 @@ impl Language for Cel {
             cel::Value::Bool(hit) => Ok(hit),
             other => Err(format!("the condition gave {other:?}, not a bool")),
         }
+    }
+}
+
+/// The engine in use: see the module documentation.
+pub struct Compiled {
+    env: Arc<cel::Env>,
+}
+
+impl Default for Compiled {
+    fn default() -> Compiled {
+        Compiled {
+            env: Arc::new(cel::Env::stdlib()),
+        }
+    }
+}
+
+impl Language for Compiled {
+    type Condition = Node;
+    type Bindings = Vec<Vec<Value>>;
+
+    fn compile(&self, source: &str, vocabulary: &Vocabulary) -> Result<Node, CompileError> {
+        parse_checked(&self.env, source, vocabulary).map(|(_, node)| node)
+    }
+
+    fn bind(&self, vocabulary: &Vocabulary, values: &Values) -> Vec<Vec<Value>> {
+        vocabulary.ordered(values)
+    }
+
+    fn evaluate(&self, condition: &Node, bindings: &Vec<Vec<Value>>) -> Result<bool, String> {
+        match condition.eval(bindings)? {
+            Value::Bool(hit) => Ok(hit),
+            other => Err(format!("the condition gave {other}, not a bool")),
+        }
+    }
+}
+
+/// Parses `source` (on a thread with room for CEL's deeply recursive parser) and checks it against
+/// `vocabulary`, compiling it to a [`Node`] on the way.
+fn parse_checked(env: &cel::Env, source: &str, vocabulary: &Vocabulary) -> Result<(cel::Program, Node), CompileError> {
+    let parsed = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(COMPILE_STACK_BYTES)
+            .spawn_scoped(scope, || env.compile(source).map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?
+            .join()
+            .map_err(|_| "the expression could not be parsed".to_string())?
+    });
+    let program = parsed.map_err(|message| parse_error(&message))?;
+    let at = |id: u64| {
+        let offset = program
+            .source_info()
+            .offset_for(id)
+            .map_or(0, |(start, _)| start as usize);
+        line_column(source, offset)
+    };
+    let checker = Checker { vocabulary };
+    let (ty, node) = checker.check(program.expression()).map_err(|(id, message)| {
+        let (line, column) = at(id);
+        CompileError { line, column, message }
+    })?;
+    if ty != Type::Bool {
+        return Err(CompileError {
+            line: 1,
+            column: 1,
+            message: format!("a condition must be a bool, this is an {}", ty.name()),
+        });
+    }
+    Ok((program, node))
+}
+
+/// A checked condition, compiled.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Literal(Value),
+    /// The value of a scope's name, by index.
+    Field(usize, usize),
+    Not(Box<Node>),
+    Negate(Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Arithmetic(Arithmetic, Box<Node>, Box<Node>),
+    Compare(Compare, Box<Node>, Box<Node>),
+    Conditional(Box<Node>, Box<Node>, Box<Node>),
+    In(Box<Node>, Vec<Node>),
+    Size(Box<Node>),
+    Text(Text, Box<Node>, Box<Node>),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Arithmetic {
+    Add,
+    Subtract,
+    Multiply,
+    Divide,
+    Modulo,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Compare {
+    Equal,
+    NotEqual,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Text {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+impl Node {
+    fn eval(&self, values: &[Vec<Value>]) -> Result<Value, String> {
+        let int = |node: &Node| match node.eval(values)? {
+            Value::Int(n) => Ok(n),
+            other => Err(format!("expected an int, found {other}")),
+        };
+        let boolean = |node: &Node| match node.eval(values)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("expected a bool, found {other}")),
+        };
+        let text = |node: &Node| match node.eval(values)? {
+            Value::String(s) => Ok(s),
+            other => Err(format!("expected a string, found {other}")),
+        };
+        Ok(match self {
+            Node::Literal(value) => value.clone(),
+            Node::Field(scope, index) => values
+                .get(*scope)
+                .and_then(|v| v.get(*index))
+                .cloned()
+                .ok_or("a field without a value")?,
+            Node::Not(a) => Value::Bool(!boolean(a)?),
+            Node::Negate(a) => Value::Int(int(a)?.checked_neg().ok_or("integer overflow")?),
+            // CEL's logic: a side that decides the outcome absorbs an error on the other side.
+            Node::And(a, b) => match boolean(a) {
+                Ok(false) => Value::Bool(false),
+                left => match (left, boolean(b)) {
+                    (Ok(false), _) | (_, Ok(false)) => Value::Bool(false),
+                    (Ok(true), Ok(true)) => Value::Bool(true),
+                    (Err(e), _) | (_, Err(e)) => return Err(e),
+                },
+            },
+            Node::Or(a, b) => match boolean(a) {
+                Ok(true) => Value::Bool(true),
+                left => match (left, boolean(b)) {
+                    (Ok(true), _) | (_, Ok(true)) => Value::Bool(true),
+                    (Ok(false), Ok(false)) => Value::Bool(false),
+                    (Err(e), _) | (_, Err(e)) => return Err(e),
+                },
+            },
+            Node::Arithmetic(Arithmetic::Add, a, b) => match (a.eval(values)?, b.eval(values)?) {
+                (Value::Int(x), Value::Int(y)) => Value::Int(x.checked_add(y).ok_or("integer overflow")?),
+                (Value::String(x), Value::String(y)) => Value::String(format!("{x}{y}").into()),
+                (x, y) => return Err(format!("cannot add {x} and {y}")),
+            },
+            Node::Arithmetic(op, a, b) => {
+                let (x, y) = (int(a)?, int(b)?);
+                let result = match op {
+                    Arithmetic::Subtract => x.checked_sub(y),
+                    Arithmetic::Multiply => x.checked_mul(y),
+                    Arithmetic::Divide | Arithmetic::Modulo if y == 0 => return Err("division by zero".into()),
+                    Arithmetic::Divide => x.checked_div(y),
+                    Arithmetic::Modulo => x.checked_rem(y),
+                    Arithmetic::Add => unreachable!("matched above"),
+                };
+                Value::Int(result.ok_or("integer overflow")?)
+            }
+            Node::Compare(op, a, b) => {
+                let ordering = match (a.eval(values)?, b.eval(values)?) {
+                    (Value::Int(x), Value::Int(y)) => x.cmp(&y),
+                    (Value::String(x), Value::String(y)) => x.cmp(&y),
+                    (Value::Bool(x), Value::Bool(y)) => x.cmp(&y),
+                    (x, y) => return Err(format!("cannot compare {x} with {y}")),
+                };
+                Value::Bool(match op {
+                    Compare::Equal => ordering.is_eq(),
+                    Compare::NotEqual => ordering.is_ne(),
+                    Compare::Less => ordering.is_lt(),
+                    Compare::LessOrEqual => ordering.is_le(),
+                    Compare::Greater => ordering.is_gt(),
+                    Compare::GreaterOrEqual => ordering.is_ge(),
+                })
+            }
+            Node::Conditional(condition, then, otherwise) => match boolean(condition)? {
+                true => then.eval(values)?,
+                false => otherwise.eval(values)?,
+            },
+            Node::In(item, list) => {
+                let item = item.eval(values)?;
+                let mut found = false;
+                for element in list {
+                    found |= element.eval(values)? == item;
+                }
+                Value::Bool(found)
+            }
+            Node::Size(a) => Value::Int(text(a)?.chars().count() as i64),
+            Node::Text(op, a, b) => {
+                let (x, y) = (text(a)?, text(b)?);
+                Value::Bool(match op {
+                    Text::Contains => x.contains(&*y),
+                    Text::StartsWith => x.starts_with(&*y),
+                    Text::EndsWith => x.ends_with(&*y),
+                })
+            }
+        })
     }
 }
 
@@ -229,21 +432,22 @@ fn line_column(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// Walks a parsed condition and gives its type, or the id of the first node that is wrong.
+/// Walks a parsed condition and gives its type and compiled form, or the id of the first node that is
+/// wrong.
 struct Checker<'a> {
     vocabulary: &'a Vocabulary,
 }
 
-type Checked = Result<Type, (u64, String)>;
+type Checked = Result<(Type, Node), (u64, String)>;
 
 impl Checker<'_> {
     fn check(&self, node: &IdedExpr) -> Checked {
         let fail = |message: String| Err((node.id, message));
         match &node.expr {
             Expr::Literal(literal) => match literal {
-                LiteralValue::Int(_) => Ok(Type::Int),
-                LiteralValue::Boolean(_) => Ok(Type::Bool),
-                LiteralValue::String(_) => Ok(Type::String),
+                LiteralValue::Int(n) => Ok((Type::Int, Node::Literal(Value::Int(*n.inner())))),
+                LiteralValue::Boolean(b) => Ok((Type::Bool, Node::Literal(Value::Bool(*b.inner())))),
+                LiteralValue::String(text) => Ok((Type::String, Node::Literal(Value::String(text.inner().into())))),
                 LiteralValue::Double(_) => fail("no floating point: use integers (minor or whole major units)".into()),
                 LiteralValue::UInt(_) => fail("no unsigned integers: write the number without `u`".into()),
                 LiteralValue::Null | LiteralValue::Bytes(_) => fail("only integers, booleans and strings".into()),
@@ -261,9 +465,12 @@ impl Checker<'_> {
                 if select.test {
                     return fail("`has()` is not available: every field and feature always has a value".into());
                 }
-                match self.vocabulary.get(scope, &select.field) {
-                    Some((_, ty)) => Ok(ty),
-                    None if self.vocabulary.scopes.contains_key(scope.as_str()) => {
+                match (
+                    self.vocabulary.get(scope, &select.field),
+                    self.vocabulary.scope_index(scope),
+                ) {
+                    (Some((index, ty)), Some(scope)) => Ok((ty, Node::Field(scope, index))),
+                    (_, Some(_)) => {
                         let names: Vec<&str> = self.vocabulary.scopes[scope.as_str()]
                             .iter()
                             .map(|(n, _)| n.as_str())
@@ -274,7 +481,7 @@ impl Checker<'_> {
                             names.join(", ")
                         ))
                     }
-                    None => Err((select.operand.id, format!("unknown name `{scope}`; {}", self.known()))),
+                    (_, None) => Err((select.operand.id, format!("unknown name `{scope}`; {}", self.known()))),
                 }
             }
             Expr::Call(call) => self.call(node.id, &call.func_name, call.target.as_deref(), &call.args),
@@ -290,69 +497,195 @@ impl Checker<'_> {
         format!("conditions name {}", scopes.join(" and "))
     }
 
+    fn expect(&self, node: &IdedExpr, want: Type) -> Result<Node, (u64, String)> {
+        let (got, compiled) = self.check(node)?;
+        if got == want {
+            Ok(compiled)
+        } else {
+            Err((node.id, format!("expected {}, found {}", want.name(), got.name())))
+        }
+    }
+
+    /// Both sides, of one type.
+    fn same(&self, a: &IdedExpr, b: &IdedExpr) -> Result<(Type, Node, Node), (u64, String)> {
+        let (left, x) = self.check(a)?;
+        let (right, y) = self.check(b)?;
+        if left == right {
+            Ok((left, x, y))
+        } else {
+            Err((b.id, format!("cannot compare {} with {}", left.name(), right.name())))
+        }
+    }
+
     fn call(&self, id: u64, name: &str, target: Option<&IdedExpr>, args: &[IdedExpr]) -> Checked {
         use cel::common::ast::operators as op;
         let fail = |message: String| Err((id, message));
-        let expect = |node: &IdedExpr, want: Type| -> Checked {
-            let got = self.check(node)?;
-            if got == want {
-                Ok(got)
-            } else {
-                Err((node.id, format!("expected {}, found {}", want.name(), got.name())))
-            }
-        };
-        let same = |a: &IdedExpr, b: &IdedExpr| -> Checked {
-            let left = self.check(a)?;
-            let right = self.check(b)?;
-            if left == right {
-                Ok(left)
-            } else {
-                Err((b.id, format!("cannot compare {} with {}", left.name(), right.name())))
-            }
-        };
+        let boxed = |node: Node| Box::new(node);
         match (name, target, args) {
             (op::LOGICAL_AND | op::LOGICAL_OR, None, [a, b]) => {
-                expect(a, Type::Bool)?;
-                expect(b, Type::Bool)
+                let (x, y) = (boxed(self.expect(a, Type::Bool)?), boxed(self.expect(b, Type::Bool)?));
+                let node = if name == op::LOGICAL_AND {
+                    Node::And(x, y)
+                } else {
+                    Node::Or(x, y)
+                };
+                Ok((Type::Bool, node))
             }
-            (op::LOGICAL_NOT, None, [a]) => expect(a, Type::Bool),
-            (op::NEGATE, None, [a]) => expect(a, Type::Int),
-            (op::ADD, None, [a, b]) => match same(a, b)? {
-                Type::Bool => fail("`+` adds integers or joins strings".into()),
-                ty => Ok(ty),
+            (op::LOGICAL_NOT, None, [a]) => Ok((Type::Bool, Node::Not(boxed(self.expect(a, Type::Bool)?)))),
+            (op::NEGATE, None, [a]) => Ok((Type::Int, Node::Negate(boxed(self.expect(a, Type::Int)?)))),
+            (op::ADD, None, [a, b]) => match self.same(a, b)? {
+                (Type::Bool, ..) => fail("`+` adds integers or joins strings".into()),
+                (ty, x, y) => Ok((ty, Node::Arithmetic(Arithmetic::Add, boxed(x), boxed(y)))),
             },
             (op::SUBSTRACT | op::MULTIPLY | op::DIVIDE | op::MODULO, None, [a, b]) => {
-                expect(a, Type::Int)?;
-                expect(b, Type::Int)
+                let operation = match name {
+                    op::SUBSTRACT => Arithmetic::Subtract,
+                    op::MULTIPLY => Arithmetic::Multiply,
+                    op::DIVIDE => Arithmetic::Divide,
+                    _ => Arithmetic::Modulo,
+                };
+                let (x, y) = (self.expect(a, Type::Int)?, self.expect(b, Type::Int)?);
+                Ok((Type::Int, Node::Arithmetic(operation, boxed(x), boxed(y))))
             }
-            (op::EQUALS | op::NOT_EQUALS, None, [a, b]) => same(a, b).map(|_| Type::Bool),
-            (op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS, None, [a, b]) => match same(a, b)? {
-                Type::Bool => fail("booleans are not ordered".into()),
-                _ => Ok(Type::Bool),
-            },
+            (
+                op::EQUALS | op::NOT_EQUALS | op::LESS | op::LESS_EQUALS | op::GREATER | op::GREATER_EQUALS,
+                None,
+                [a, b],
+            ) => {
+                let (ty, x, y) = self.same(a, b)?;
+                let comparison = match name {
+                    op::EQUALS => Compare::Equal,
+                    op::NOT_EQUALS => Compare::NotEqual,
+                    _ if ty == Type::Bool => return fail("booleans are not ordered".into()),
+                    op::LESS => Compare::Less,
+                    op::LESS_EQUALS => Compare::LessOrEqual,
+                    op::GREATER => Compare::Greater,
+                    _ => Compare::GreaterOrEqual,
+                };
+                Ok((Type::Bool, Node::Compare(comparison, boxed(x), boxed(y))))
+            }
             (op::CONDITIONAL, None, [condition, then, otherwise]) => {
-                expect(condition, Type::Bool)?;
-                same(then, otherwise)
+                let condition = self.expect(condition, Type::Bool)?;
+                let (ty, x, y) = self.same(then, otherwise)?;
+                Ok((ty, Node::Conditional(boxed(condition), boxed(x), boxed(y))))
             }
             (op::IN, None, [item, list]) => {
-                let ty = self.check(item)?;
+                let (ty, item) = self.check(item)?;
                 let Expr::List(list) = &list.expr else {
                     return Err((list.id, "`in` takes a list literal, e.g. `x in [\"a\", \"b\"]`".into()));
                 };
-                for element in &list.elements {
-                    expect(element, ty)?;
-                }
-                Ok(Type::Bool)
+                let elements = list
+                    .elements
+                    .iter()
+                    .map(|element| self.expect(element, ty))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((Type::Bool, Node::In(boxed(item), elements)))
             }
-            ("size", None, [text]) | ("size", Some(text), []) => expect(text, Type::String).map(|_| Type::Int),
+            ("size", None, [text]) | ("size", Some(text), []) => {
+                Ok((Type::Int, Node::Size(boxed(self.expect(text, Type::String)?))))
+            }
             ("contains" | "startsWith" | "endsWith", Some(text), [part]) => {
-                expect(text, Type::String)?;
-                expect(part, Type::String).map(|_| Type::Bool)
+                let operation = match name {
+                    "contains" => Text::Contains,
+                    "startsWith" => Text::StartsWith,
+                    _ => Text::EndsWith,
+                };
+                let (x, y) = (self.expect(text, Type::String)?, self.expect(part, Type::String)?);
+                Ok((Type::Bool, Node::Text(operation, boxed(x), boxed(y))))
             }
             _ => fail(format!(
                 "`{}` is not available in rule conditions",
                 name.trim_matches('_').replace("_", " ")
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn vocabulary() -> Vocabulary {
+        let mut vocabulary = Vocabulary::default();
+        for (name, ty) in [
+            ("a", Type::Int),
+            ("b", Type::Int),
+            ("s", Type::String),
+            ("u", Type::String),
+            ("p", Type::Bool),
+        ] {
+            vocabulary.declare("t", name, ty);
+        }
+        vocabulary.declare("f", "n", Type::Int);
+        vocabulary
+    }
+
+    const CONDITIONS: &[&str] = &[
+        "t.a > t.b",
+        "t.a + t.b >= 0",
+        "t.a - t.b < 10",
+        "t.a * t.b == 0",
+        "t.a / t.b > 1",
+        "t.a % t.b != 0",
+        "-t.a < f.n",
+        "t.p && t.a / t.b > 0",
+        "t.a / t.b > 0 && t.p",
+        "t.p || t.a / t.b > 0",
+        "t.a / t.b > 0 || t.p",
+        "!t.p",
+        "(t.p ? t.a : t.b) > 3",
+        "t.s in [\"ab\", \"é\", \"\"]",
+        "t.a in [1, 2, 3, -1]",
+        "size(t.s) > 1",
+        "t.s.size() == size(t.u)",
+        "t.s.contains(t.u)",
+        "t.s.startsWith(t.u) || t.s.endsWith(\"b\")",
+        "t.s + t.u == \"abé\"",
+        "t.s < t.u",
+        "t.p == (t.a == t.b)",
+        "t.a * 9223372036854775807 > 0",
+    ];
+
+    fn value(random: &mut rand::rngs::StdRng, ty: Type) -> Value {
+        const INTS: [i64; 8] = [0, 1, -1, 2, 3, 10, i64::MAX, i64::MIN];
+        const TEXTS: [&str; 6] = ["", "a", "ab", "é", "abé", "b"];
+        match ty {
+            Type::Int if random.random_bool(0.5) => Value::Int(INTS[random.random_range(0..INTS.len())]),
+            Type::Int => Value::Int(random.random_range(-20..20)),
+            Type::Bool => Value::Bool(random.random_bool(0.5)),
+            Type::String => Value::String(TEXTS[random.random_range(0..TEXTS.len())].into()),
+        }
+    }
+
+    /// The compiled engine gives what the cel crate's interpreter gives: the same outcome, or an error
+    /// from both.
+    #[test]
+    fn the_compiled_engine_agrees_with_the_cel_interpreter() {
+        let vocabulary = vocabulary();
+        let (compiled, interpreter) = (Compiled::default(), Cel::default());
+        let mut random = rand::rngs::StdRng::seed_from_u64(1);
+        let mut errors = 0;
+        for condition in CONDITIONS {
+            let fast = compiled.compile(condition, &vocabulary).unwrap();
+            let reference = interpreter.compile(condition, &vocabulary).unwrap();
+            for _ in 0..400 {
+                let t: Vec<Value> = vocabulary.scopes["t"]
+                    .iter()
+                    .map(|(_, ty)| value(&mut random, *ty))
+                    .collect();
+                let f = vec![value(&mut random, Type::Int)];
+                let values: [(&str, &[Value]); 2] = [("t", &t), ("f", &f)];
+                let got = compiled.evaluate(&fast, &compiled.bind(&vocabulary, &values));
+                let want = interpreter.evaluate(&reference, &interpreter.bind(&vocabulary, &values));
+                match (&got, &want) {
+                    (Ok(x), Ok(y)) => assert_eq!(x, y, "{condition} with {t:?} {f:?}"),
+                    (Err(_), Err(_)) => errors += 1,
+                    _ => panic!("{condition} with {t:?} {f:?}: compiled {got:?}, cel {want:?}"),
+                }
+            }
+        }
+        assert!(errors > 0, "the cases include overflow and division by zero");
     }
 }

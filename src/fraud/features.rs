@@ -271,6 +271,10 @@ impl Screened<'_> {
 pub fn compute(features: &[Feature], activity: &mut Activity, transfer: &Screened) -> Result<Vec<Value>, String> {
     let amount = transfer.movement.amount.minor();
     let currency = transfer.movement.currency;
+    // Each side's flow is looked up once for all of its features.
+    let [mut debit, mut credit] = activity
+        .flows
+        .get_disjoint_mut([&(transfer.debit.id, Side::Debit), &(transfer.credit.id, Side::Credit)]);
     features
         .iter()
         .map(|feature| {
@@ -281,8 +285,11 @@ pub fn compute(features: &[Feature], activity: &mut Activity, transfer: &Screene
             };
             match &feature.kind {
                 Kind::Count(tally) | Kind::Sum(tally) => {
-                    let id = transfer.account(tally.side).id;
-                    let (count, sum) = activity.tally(id, *tally, transfer.now);
+                    let flow = match tally.side {
+                        Side::Debit => debit.as_deref_mut(),
+                        Side::Credit => credit.as_deref_mut(),
+                    };
+                    let (count, sum) = flow.map_or((0, 0), |flow| flow.tally(*tally, transfer.now));
                     let this = tally
                         .range
                         .is_none_or(|(c, low, high)| c == currency && (low..=high).contains(&amount));
@@ -366,25 +373,30 @@ impl Flow {
         self.movements.push_back(movement);
     }
 
-    /// Moves every tally's start past movements outside its window at `now`, and drops movements
-    /// outside every window.
-    fn advance(&mut self, now: Timestamp) {
-        let end = self.base + self.movements.len() as u64;
-        for running in &mut self.running {
-            let from = now.micros() - running.tally.window_s * 1_000_000;
-            while running.start < end {
-                let movement = self.movements[(running.start - self.base) as usize];
-                if movement.at.micros() > from {
-                    break;
-                }
-                if running.counts(&movement) {
-                    running.count -= 1;
-                    running.sum -= u128::from(movement.amount);
-                }
-                running.start += 1;
+    /// Moves a tally's start past movements outside its window at `now`.
+    fn slide(running: &mut Running, movements: &VecDeque<Seen>, base: u64, now: Timestamp) {
+        let from = now.micros() - running.tally.window_s * 1_000_000;
+        let end = base + movements.len() as u64;
+        while running.start < end {
+            let movement = movements[(running.start - base) as usize];
+            if movement.at.micros() > from {
+                break;
             }
+            if running.counts(&movement) {
+                running.count -= 1;
+                running.sum -= u128::from(movement.amount);
+            }
+            running.start += 1;
+        }
+    }
+
+    /// Slides every tally to `now` and drops the movements outside every window.
+    fn advance(&mut self, now: Timestamp) {
+        for running in &mut self.running {
+            Flow::slide(running, &self.movements, self.base, now);
         }
         let from = now.micros() - WINDOW_MAX_S * 1_000_000;
+        let end = self.base + self.movements.len() as u64;
         let keep_from = self.running.iter().map(|r| r.start).min().unwrap_or(end);
         while let Some(front) = self.movements.front() {
             if front.at.micros() > from || self.base >= keep_from {
@@ -426,8 +438,8 @@ impl Flow {
             }
             self.running.push(running);
         }
-        self.advance(now);
-        let running = self.running.iter().find(|r| r.tally == tally).expect("added above");
+        let running = self.running.iter_mut().find(|r| r.tally == tally).expect("added above");
+        Flow::slide(running, &self.movements, self.base, now);
         (running.count, running.sum)
     }
 }
@@ -435,7 +447,7 @@ impl Flow {
 /// Recent movements per account and side.
 #[derive(Clone, Debug, Default)]
 pub struct Activity {
-    flows: HashMap<(AccountId, Side), Flow>,
+    flows: HashMap<(AccountId, Side), Flow, foldhash::fast::RandomState>,
     pruned_at: i64,
 }
 
@@ -454,13 +466,6 @@ impl Activity {
             if let Some(flow) = self.flows.get_mut(&key) {
                 flow.pop();
             }
-        }
-    }
-
-    fn tally(&mut self, account: AccountId, tally: Tally, now: Timestamp) -> (u64, u128) {
-        match self.flows.get_mut(&(account, tally.side)) {
-            Some(flow) => flow.tally(tally, now),
-            None => (0, 0),
         }
     }
 

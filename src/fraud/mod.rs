@@ -139,7 +139,8 @@ pub struct RuleOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Screening {
     pub transfer: uuid::Uuid,
-    pub ruleset: String,
+    #[serde(serialize_with = "hex_hash")]
+    pub ruleset: [u8; 32],
     pub verdict: Verdict,
     pub score: i64,
     pub rules: Vec<RuleOutcome>,
@@ -316,13 +317,17 @@ impl Ruleset {
         };
         Screening {
             transfer: id,
-            ruleset: self.hash_hex(),
+            ruleset: self.hash,
             verdict,
             score,
             rules: outcomes,
             features,
         }
     }
+}
+
+fn hex_hash<S: serde::Serializer>(hash: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&hex::encode(hash))
 }
 
 /// SHA-256 over each file's name and text, in name order, each length-prefixed.
@@ -504,7 +509,7 @@ mod tests {
         let screening = Bench::new(shipped()).screen("120.50", "USD");
         assert_eq!(screening.verdict, Verdict::Allow);
         assert!(screening.rules.is_empty() && screening.features.is_empty());
-        assert_eq!(screening.ruleset, shipped().hash_hex());
+        assert_eq!(screening.ruleset, shipped().hash());
     }
 
     #[test]
