@@ -153,6 +153,81 @@ async fn a_review_holds_the_transfer_until_a_fraud_analyst_approves_or_rejects_i
     app.stop().await;
 }
 
+/// The analysts' queue: open reviews by default, filtered by status and reason, paginated, and only
+/// what the caller may read.
+#[tokio::test]
+async fn the_review_queue_lists_what_the_caller_may_read_page_by_page() {
+    let app = TestApp::spawn().await;
+    let payments = app.payments();
+    create_accounts(&payments, &[&id(1), &id(2)]).await;
+    for n in 10..13 {
+        let held = payments
+            .post("/v1/transfers", &transfer(n, &id(1), &id(2), "6000.00"))
+            .await;
+        assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.text);
+    }
+    // Above payments' approval limit: held for an approver (a limit review, with the fraud hits added).
+    let limit = payments
+        .post("/v1/transfers", &transfer(13, &id(1), &id(2), "150000.00"))
+        .await;
+    assert_eq!(limit.status, StatusCode::ACCEPTED, "{}", limit.text);
+    let analyst = app.console_for("analyst-a", true);
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let open = analyst.get("/v1/reviews").await;
+    assert_eq!(open.status, StatusCode::OK, "{}", open.text);
+    assert_eq!(
+        ids(&open.body),
+        [id(10), id(11), id(12)],
+        "analysts read fraud reviews only"
+    );
+    let alice = app.console_for("alice", true).get("/v1/reviews").await;
+    assert_eq!(ids(&alice.body), [id(13)], "approvers read limit reviews");
+    assert_eq!(alice.body["data"][0]["reason"], "approval_limit");
+    assert_eq!(
+        alice.body["data"][0]["explanation"]["fraud"]["rules"][0]["id"],
+        "large-amount"
+    );
+    assert!(
+        ids(&payments.get("/v1/reviews").await.body).is_empty(),
+        "the initiator reads none"
+    );
+
+    let first = analyst.get("/v1/reviews?limit=2").await;
+    assert_eq!(ids(&first.body), [id(10), id(11)]);
+    assert_eq!(first.body["has_more"], true);
+    let cursor = first.body["next_cursor"].as_str().unwrap();
+    let second = analyst.get(&format!("/v1/reviews?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&second.body), [id(12)], "{}", second.text);
+
+    let approved = analyst
+        .post(&format!("/v1/reviews/{}/approve", id(11)), &json!({}))
+        .await;
+    assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.text);
+    assert_eq!(ids(&analyst.get("/v1/reviews").await.body), [id(10), id(12)]);
+    assert_eq!(ids(&analyst.get("/v1/reviews?status=approved").await.body), [id(11)]);
+    assert_eq!(
+        ids(&analyst.get("/v1/reviews?status=all&reason=fraud").await.body),
+        [id(10), id(11), id(12)]
+    );
+    for (query, code) in [
+        ("status=pending", "invalid_field"),
+        ("reason=other", "invalid_field"),
+        ("limit=0", "invalid_field"),
+        ("cursor=x1", "invalid_cursor"),
+    ] {
+        let answer = analyst.get(&format!("/v1/reviews?{query}")).await;
+        assert_eq!(answer.code(), code, "{query}: {}", answer.text);
+    }
+    app.stop().await;
+}
+
 /// More than 10 transfers from one account within an hour: of 15 sent at once, exactly the 11th to the
 /// 15th in commit order are held, however the requests interleave; after a restart the features are
 /// rebuilt from the database and the next one is held too.

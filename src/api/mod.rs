@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
         .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
         .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
+        .route("/v1/reviews", get(reviews::list))
         .route("/v1/reviews/{id}", get(reviews::get))
         .route("/v1/reviews/{id}/approve", post(reviews::approve))
         .route("/v1/reviews/{id}/reject", post(reviews::reject))

@@ -8,19 +8,21 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use ledger::{Command, ErrorCode, TransferFlags, TransferId, TransferRequest};
+use serde::Deserialize;
 use serde::Serialize;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::access::Access;
-use crate::api::input::path_id;
+use crate::api::input::{QueryParams, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::transfers::stored_facts;
 use crate::api::views::TransferView;
 use crate::api::{AppState, execute_one, read, write_response};
 use crate::authz::{Action, Resource, ReviewFacts};
 use crate::store::ReviewChange;
-use crate::store::reviews::StoredReview;
+use crate::store::reviews::{ReviewFilter, StoredReview};
 
 /// Namespace of the ids of decision transfers (UUIDv5 of the review id and the decision).
 const DECISION_NAMESPACE: Uuid = Uuid::from_u128(0x6f1e_5c1a_0d2b_4e7f_9a3c_52b8_e1d4_7c90);
@@ -70,6 +72,108 @@ impl ReviewView {
             transfer: TransferView::new(transfer),
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewQuery {
+    /// `open` (the default), `approved`, `rejected`, `expired` or `all`.
+    pub status: Option<String>,
+    /// `approval_limit` or `fraud`; both when absent.
+    pub reason: Option<String>,
+    /// Items per page, 1 to 1000; default 100.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page; absent for the first page.
+    pub cursor: Option<String>,
+}
+
+/// One page of reviews, oldest held transfer first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewPage {
+    /// The reviews on this page the caller may read.
+    pub data: Vec<ReviewView>,
+    /// Pass as `cursor` to continue after this page.
+    pub next_cursor: String,
+    /// Whether the page was full, so more reviews may follow.
+    pub has_more: bool,
+}
+
+/// Cursors are opaque to clients; inside, the sequence number of the last held transfer seen.
+const CURSOR_PREFIX: &str = "r";
+
+#[utoipa::path(get, path = "/v1/reviews", tag = "reviews",
+    params(ReviewQuery),
+    responses(
+        (status = 200, description = "The reviews the caller may read, oldest first", body = ReviewPage),
+        (status = 400, description = "Invalid cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid status, reason or limit", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    access: Access,
+    QueryParams(query): QueryParams<ReviewQuery>,
+) -> Result<Json<ReviewPage>, ApiError> {
+    let invalid = |message: String| ApiError::new(ApiCode::InvalidField, message);
+    let status = match query.status.as_deref().unwrap_or("open") {
+        "all" => None,
+        status @ ("open" | "approved" | "rejected" | "expired") => Some(status.to_string()),
+        other => {
+            return Err(invalid(format!(
+                "status: `{other}` is not open, approved, rejected, expired or all"
+            )));
+        }
+    };
+    let reason = match query.reason.as_deref() {
+        None => None,
+        Some(reason @ ("approval_limit" | "fraud")) => Some(reason.to_string()),
+        Some(other) => return Err(invalid(format!("reason: `{other}` is not approval_limit or fraud"))),
+    };
+    let limit = query.limit.unwrap_or(crate::api::PAGE_LIMIT_DEFAULT);
+    if !(1..=crate::api::PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(invalid(format!("limit: must be 1 to {}", crate::api::PAGE_LIMIT_MAX)));
+    }
+    let after_seq = match query.cursor.as_deref() {
+        None => 0,
+        Some(cursor) => cursor
+            .strip_prefix(CURSOR_PREFIX)
+            .and_then(|digits| digits.parse::<i64>().ok())
+            .filter(|seq| *seq >= 0)
+            .ok_or_else(|| ApiError::new(ApiCode::InvalidCursor, "cursor: not a cursor this API returned"))?,
+    };
+    let filter = ReviewFilter {
+        id: None,
+        after_seq,
+        status,
+        reason,
+        limit: i64::from(limit),
+    };
+    let page = read(state.store.reviews(&filter).await)?;
+    let has_more = page.len() == limit as usize;
+    let last_seq = page.last().map_or(after_seq, |(seq, _)| *seq);
+    let mut readable = Vec::new();
+    for (_, review) in page {
+        let Ok(id) = TransferId::parse(review.transfer_id, ErrorCode::IdMustNotBeZero) else {
+            continue;
+        };
+        let Some(transfer) = read(state.store.transfer(id).await)? else {
+            continue;
+        };
+        let facts = ReviewFacts {
+            transfer: stored_facts(&state, &transfer, true).await?,
+            initiator: review.initiator.clone(),
+            reason: review.reason.clone(),
+        };
+        // A list shows what the caller may read; the others are left out, not refused.
+        if access.decide(Action::ReviewRead, &Resource::Review(facts)).allowed {
+            readable.push(ReviewView::new(review, &transfer));
+        }
+    }
+    access.allowed_all();
+    Ok(Json(ReviewPage {
+        data: readable,
+        next_cursor: format!("{CURSOR_PREFIX}{last_seq}"),
+        has_more,
+    }))
 }
 
 /// The review named in the URL with its held transfer, once the caller may take `action` on it.

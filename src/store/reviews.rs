@@ -182,26 +182,80 @@ pub struct StoredReview {
     pub resolution_id: Option<Uuid>,
 }
 
+/// Which reviews to list.
+#[derive(Clone, Debug, Default)]
+pub struct ReviewFilter {
+    /// Only this held transfer's review.
+    pub id: Option<Uuid>,
+    /// Only reviews whose held transfer came after this transfer sequence number (the page cursor).
+    pub after_seq: i64,
+    /// `open`, `approved`, `rejected` or `expired`; any when absent.
+    pub status: Option<String>,
+    /// `approval_limit` or `fraud`; any when absent.
+    pub reason: Option<String>,
+    pub limit: i64,
+}
+
 impl crate::store::Store {
     /// The review of the held transfer `transfer_id`, if it is one.
     pub async fn review(&self, transfer_id: Uuid) -> anyhow::Result<Option<StoredReview>> {
-        let review = sqlx::query_as!(
-            StoredReview,
-            r#"SELECT r.transfer_id, r.reason, r.initiator, r.front_end, r.opened_at, r.explanation,
-                      CASE WHEN d.decision = 'approve' THEN 'approved'
-                           WHEN d.decision = 'reject' THEN 'rejected'
-                           WHEN t.state = 'expired' THEN 'expired'
-                           ELSE 'open' END AS "status!",
-                      d.decided_by AS "decided_by?", d.front_end AS "decided_by_front_end?",
-                      d.decided_at AS "decided_at?", d.resolution_id AS "resolution_id?"
-               FROM reviews r
-               JOIN transfers t ON t.id = r.transfer_id
-               LEFT JOIN review_decisions d ON d.transfer_id = r.transfer_id
-               WHERE r.transfer_id = $1"#,
-            transfer_id
+        let filter = ReviewFilter {
+            id: Some(transfer_id),
+            limit: 1,
+            ..ReviewFilter::default()
+        };
+        Ok(self.reviews(&filter).await?.pop().map(|(_, review)| review))
+    }
+
+    /// Reviews in the order their held transfers were created, each with that transfer's sequence
+    /// number (the cursor of the next page).
+    pub async fn reviews(&self, filter: &ReviewFilter) -> anyhow::Result<Vec<(i64, StoredReview)>> {
+        let rows = sqlx::query!(
+            r#"SELECT seq AS "seq!", transfer_id AS "transfer_id!", reason AS "reason!", initiator AS "initiator!",
+                      front_end, opened_at AS "opened_at!", explanation AS "explanation!", status AS "status!",
+                      decided_by AS "decided_by?", decided_by_front_end AS "decided_by_front_end?",
+                      decided_at AS "decided_at?", resolution_id AS "resolution_id?"
+               FROM (
+                 SELECT t.seq, r.transfer_id, r.reason, r.initiator, r.front_end, r.opened_at, r.explanation,
+                        CASE WHEN d.decision = 'approve' THEN 'approved'
+                             WHEN d.decision = 'reject' THEN 'rejected'
+                             WHEN t.state = 'expired' THEN 'expired'
+                             ELSE 'open' END AS status,
+                        d.decided_by, d.front_end AS decided_by_front_end, d.decided_at, d.resolution_id
+                 FROM reviews r
+                 JOIN transfers t ON t.id = r.transfer_id
+                 LEFT JOIN review_decisions d ON d.transfer_id = r.transfer_id
+                 WHERE ($1::uuid IS NULL OR r.transfer_id = $1) AND t.seq > $2
+                   AND ($4::text IS NULL OR r.reason = $4)
+               ) AS listed
+               WHERE ($3::text IS NULL OR listed.status = $3)
+               ORDER BY listed.seq LIMIT $5"#,
+            filter.id,
+            filter.after_seq,
+            filter.status,
+            filter.reason,
+            filter.limit
         )
-        .fetch_optional(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok(review)
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let review = StoredReview {
+                    transfer_id: row.transfer_id,
+                    reason: row.reason,
+                    initiator: row.initiator,
+                    front_end: row.front_end,
+                    opened_at: row.opened_at,
+                    explanation: row.explanation,
+                    status: row.status,
+                    decided_by: row.decided_by,
+                    decided_by_front_end: row.decided_by_front_end,
+                    decided_at: row.decided_at,
+                    resolution_id: row.resolution_id,
+                };
+                (row.seq, review)
+            })
+            .collect())
     }
 }
