@@ -125,9 +125,14 @@ impl Application {
             signer: audit_key.clone(),
             checkpoint_interval: Duration::from_millis(settings.audit_checkpoint_interval_ms),
         };
-        let fraud = Arc::new(ArcSwap::from_pointee(Ruleset::load(&settings.policies).with_context(
-            || format!("loading the fraud rules in {}", settings.policies.display()),
-        )?));
+        // The policy files are checked at every start; a ruleset activated through the API wins.
+        let files = Ruleset::load(&settings.policies)
+            .with_context(|| format!("loading the fraud rules in {}", settings.policies.display()))?;
+        let fraud = Arc::new(ArcSwap::from_pointee(match store.active_ruleset().await? {
+            Some(active) => Ruleset::from_files(active.files.into_iter().collect())
+                .map_err(|error| anyhow::anyhow!("the active fraud ruleset does not check: {error}"))?,
+            None => files,
+        }));
         let config = SequencerConfig {
             fraud: Some(FraudScreening {
                 ruleset: fraud.clone(),
@@ -144,6 +149,7 @@ impl Application {
             clock,
             audit_key: audit_key.verifier(),
             hold_timeout_s: settings.hold_timeout_s,
+            fraud: fraud.clone(),
         };
         let ops_listener = TcpListener::bind(settings.ops_listen)
             .await
@@ -192,8 +198,8 @@ impl Application {
     /// Loads the fraud rules and lists again: on success the new ruleset screens every transfer from
     /// the next batch on; on any error the old one stays and the error is returned. Returns whether
     /// the ruleset changed.
-    pub fn reload_fraud_rules(&self) -> anyhow::Result<bool> {
-        reload_fraud_rules(&self.fraud, &self.policies_dir)
+    pub async fn reload_fraud_rules(&self) -> anyhow::Result<bool> {
+        reload_fraud_rules(&self.fraud, &self.policies_dir, &self.store).await
     }
 
     /// Reloads the policies and the fraud rules on every SIGHUP, logging the outcome.
@@ -201,7 +207,7 @@ impl Application {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing a SIGHUP handler")?;
         let (authz, ledger) = (self.authz.clone(), self.ledger.clone());
-        let (fraud, dir) = (self.fraud.clone(), self.policies_dir.clone());
+        let (fraud, dir, store) = (self.fraud.clone(), self.policies_dir.clone(), self.store.clone());
         Ok(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 if let Err(error) = reload_policies(&authz, &ledger).await {
@@ -210,7 +216,7 @@ impl Application {
                         "policy reload failed; the previous policies stay"
                     );
                 }
-                if let Err(error) = reload_fraud_rules(&fraud, &dir) {
+                if let Err(error) = reload_fraud_rules(&fraud, &dir, &store).await {
                     tracing::error!(
                         error = format!("{error:#}"),
                         "fraud rules reload failed; the previous ruleset stays"
@@ -236,8 +242,13 @@ impl Application {
     }
 }
 
-fn reload_fraud_rules(current: &ArcSwap<Ruleset>, dir: &Path) -> anyhow::Result<bool> {
+/// The policy files' ruleset, unless one was activated through the API (which then stays in effect).
+async fn reload_fraud_rules(current: &ArcSwap<Ruleset>, dir: &Path, store: &Store) -> anyhow::Result<bool> {
     let ruleset = Ruleset::load(dir).with_context(|| format!("loading the fraud rules in {}", dir.display()))?;
+    if store.active_ruleset().await?.is_some() {
+        tracing::info!("fraud rules: a ruleset activated through the API is in effect; the files are not applied");
+        return Ok(false);
+    }
     if ruleset.hash() == current.load().hash() {
         return Ok(false);
     }

@@ -273,3 +273,123 @@ async fn velocity_is_exact_under_concurrency_and_after_a_restart() {
     assert_eq!(later.status, StatusCode::CREATED, "{}", later.text);
     app.stop().await;
 }
+
+/// SoD d over the API: a rule author proposes, nobody activates their own proposal, a rules approver
+/// with MFA activates it, it screens the next transfers, and it stays in effect after a restart.
+#[tokio::test]
+async fn rulesets_are_proposed_by_an_author_and_activated_by_someone_else() {
+    let mut app = TestApp::spawn().await;
+    let payments = app.payments();
+    create_accounts(&payments, &[&id(1), &id(2)]).await;
+    let rules = "[[rule]]\nid = \"cap\"\nversion = 1\ndescription = \"No single transfer of 100.00 or more.\"\n\
+                 condition = \"transfer.amount_minor >= 10000\"\naction = \"deny\"\nscore = 100\n\
+                 mode = \"enforce\"\non_error = \"deny\"\nreason = \"{transfer.amount_minor} minor units\"\n";
+    let author = app.console_for("analyst-a", true);
+    let invalid = author
+        .post(
+            "/v1/fraud/rulesets",
+            &json!({"rules": rules.replace("amount_minor >=", "amount >=")}),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", invalid.text);
+    assert!(
+        invalid.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fraud/rules.toml:5:"),
+        "{}",
+        invalid.text
+    );
+    let proposed = author.post("/v1/fraud/rulesets", &json!({"rules": rules})).await;
+    assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.text);
+    assert_eq!(proposed.body["status"], "proposed");
+    assert_eq!(proposed.body["proposed_by"], "analyst-a");
+    assert_eq!(proposed.body["rules"][0]["id"], "cap");
+    let ruleset = proposed.body["id"].as_str().unwrap().to_string();
+    let again = author.post("/v1/fraud/rulesets", &json!({"rules": rules})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.header("idempotent-replay"), Some("true"));
+    assert_eq!(
+        payments
+            .post("/v1/fraud/rulesets", &json!({"rules": rules}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN,
+        "services do not propose rules"
+    );
+
+    let activate = format!("/v1/fraud/rulesets/{ruleset}/activate");
+    let own = author.post(&activate, &json!({})).await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.text);
+    assert_eq!(
+        own.body["policy_ids"],
+        json!(["proposer-does-not-activate"]),
+        "{}",
+        own.text
+    );
+    let without_mfa = app.console_for("analyst-b", false).post(&activate, &json!({})).await;
+    assert_eq!(without_mfa.body["policy_ids"], json!(["sensitive-actions-need-mfa"]));
+    assert_eq!(
+        payments
+            .post("/v1/transfers", &transfer(10, &id(1), &id(2), "150.00"))
+            .await
+            .status,
+        StatusCode::CREATED,
+        "not in effect before activation"
+    );
+    let activated = app.console_for("analyst-b", true).post(&activate, &json!({})).await;
+    assert_eq!(activated.status, StatusCode::CREATED, "{}", activated.text);
+    assert_eq!(activated.body["status"], "active");
+    assert_eq!(activated.body["activations"][0]["activated_by"], "analyst-b");
+    let unknown = app
+        .console_for("analyst-b", true)
+        .post(&format!("/v1/fraud/rulesets/{}/activate", "00".repeat(32)), &json!({}))
+        .await;
+    assert_eq!(unknown.code(), "ruleset_not_found");
+
+    let denied = payments
+        .post("/v1/transfers", &transfer(11, &id(1), &id(2), "150.00"))
+        .await;
+    assert_eq!(denied.code(), "fraud_denied", "{}", denied.text);
+    let small = payments
+        .post("/v1/transfers", &transfer(12, &id(1), &id(2), "99.99"))
+        .await;
+    assert_eq!(small.status, StatusCode::CREATED, "{}", small.text);
+    let listed = author.get("/v1/fraud/rulesets").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(listed.body["active"], ruleset.as_str());
+    assert_eq!(listed.body["data"][0]["status"], "active");
+
+    app.restart().await;
+    let payments = app.payments();
+    let after_restart = payments
+        .post("/v1/transfers", &transfer(13, &id(1), &id(2), "150.00"))
+        .await;
+    assert_eq!(after_restart.code(), "fraud_denied", "{}", after_restart.text);
+    let deny = screenings(&app)
+        .await
+        .into_iter()
+        .filter(|s| s.verdict == "deny")
+        .map(|s| hex::encode(s.ruleset))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        deny,
+        [ruleset.clone(), ruleset.clone()],
+        "each denial names the ruleset"
+    );
+    let auditor = app.client(finledger::identity::PrincipalKind::User, "auditor");
+    let page = auditor.get("/v1/audit/records?from=0&limit=1000").await;
+    let changes: Vec<&str> = page.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "fraud.ruleset")
+        .map(|r| r["principal"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        changes,
+        ["analyst-a", "analyst-b"],
+        "the proposal and the activation, each by its actor"
+    );
+    app.stop().await;
+}

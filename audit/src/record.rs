@@ -92,6 +92,8 @@ pub enum Event {
     /// Transfers screened by the fraud rules: one record per transfer a rule hit or failed on, with its
     /// explanation, and one per batch for all transfers allowed with no rule hit.
     FraudScreened(FraudScreened),
+    /// A fraud ruleset was proposed (with its files' hashes) or activated by the record's actor.
+    RulesetChanged(RulesetChanged),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +136,16 @@ pub struct FraudScreened {
     /// For one transfer with rule outcomes: the rules that hit or failed (with versions and
     /// reasons), the score and the feature values, as JSON; empty otherwise.
     pub explanation: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulesetChanged {
+    /// SHA-256 of the ruleset's files (what `FraudScreened::ruleset` names).
+    pub ruleset: Hash,
+    /// `proposed` or `activated`.
+    pub change: String,
+    /// For a proposal: each file by name, with its SHA-256.
+    pub files: Vec<(String, Hash)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +245,7 @@ impl Event {
             Event::ReviewOpened(_) => 10,
             Event::ReviewDecided(_) => 11,
             Event::FraudScreened(_) => 12,
+            Event::RulesetChanged(_) => 13,
         }
     }
 
@@ -251,6 +264,7 @@ impl Event {
             Event::ReviewOpened(_) => "review.opened",
             Event::ReviewDecided(_) => "review.decided",
             Event::FraudScreened(_) => "fraud.screened",
+            Event::RulesetChanged(_) => "fraud.ruleset",
         }
     }
 }
@@ -406,6 +420,14 @@ fn encode_event(out: &mut Writer, event: &Event) {
             out.list(&f.transfers, |out, id| out.bytes(id));
             out.blob(f.explanation.as_bytes());
         }
+        Event::RulesetChanged(r) => {
+            out.bytes(&r.ruleset);
+            out.str(&r.change);
+            out.list(&r.files, |out, (name, hash)| {
+                out.str(name);
+                out.bytes(hash);
+            });
+        }
     }
 }
 
@@ -496,6 +518,11 @@ fn decode_event(input: &mut Reader, type_code: u16) -> Result<Event, DecodeError
             verdict: input.str()?,
             transfers: input.list(Reader::id)?,
             explanation: input.blob_str()?,
+        }),
+        13 => Event::RulesetChanged(RulesetChanged {
+            ruleset: input.hash()?,
+            change: input.str()?,
+            files: input.list(|input| Ok((input.str()?, input.hash()?)))?,
         }),
         _ => return Err(input.error("unknown record type")),
     })
@@ -837,6 +864,16 @@ mod tests {
                         explanation,
                     })
                 }),
+            (
+                any::<[u8; 32]>(),
+                "proposed|activated",
+                proptest::collection::vec(("[a-z./]{1,20}", any::<[u8; 32]>()), 0..3)
+            )
+                .prop_map(|(ruleset, change, files)| Event::RulesetChanged(RulesetChanged {
+                    ruleset,
+                    change,
+                    files
+                })),
         ]
     }
 

@@ -402,7 +402,8 @@ impl Verifier {
             | Event::PolicySetLoaded(_)
             | Event::ReviewOpened(_)
             | Event::ReviewDecided(_)
-            | Event::FraudScreened(_) => Ok(()),
+            | Event::FraudScreened(_)
+            | Event::RulesetChanged(_) => Ok(()),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod input;
 pub mod openapi;
 pub mod problem;
 mod reviews;
+mod rulesets;
 mod transfers;
 pub mod views;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub hold_timeout_s: u32,
     /// The audit log's public key, served to auditors.
     pub audit_key: NoteVerifier,
+    /// The fraud ruleset screening transfers, swapped whole on activation.
+    pub fraud: Arc<arc_swap::ArcSwap<crate::fraud::Ruleset>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
         .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
         .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
+        .route("/v1/fraud/rulesets", get(rulesets::list).post(rulesets::propose))
+        .route("/v1/fraud/rulesets/{id}/activate", post(rulesets::activate))
         .route("/v1/reviews", get(reviews::list))
         .route("/v1/reviews/{id}", get(reviews::get))
         .route("/v1/reviews/{id}/approve", post(reviews::approve))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::api::{accounts, audit, problem, reviews, transfers, views};
+use crate::api::{accounts, audit, problem, reviews, rulesets, transfers, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,9 @@ use crate::api::{accounts, audit, problem, reviews, transfers, views};
         audit::records,
         audit::inclusion,
         audit::consistency,
+        rulesets::list,
+        rulesets::propose,
+        rulesets::activate,
         reviews::list,
         reviews::get,
         reviews::approve,
@@ -47,6 +50,11 @@ use crate::api::{accounts, audit, problem, reviews, transfers, views};
         views::AccountFlagsView,
         reviews::ReviewView,
         reviews::ReviewPage,
+        rulesets::ProposeRuleset,
+        rulesets::RulesetView,
+        rulesets::ActivationView,
+        rulesets::RuleSummary,
+        rulesets::RulesetList,
         accounts::CreateAccount,
         accounts::BalancesAt,
         accounts::TransferPage,
@@ -71,6 +79,7 @@ use crate::api::{accounts, audit, problem, reviews, transfers, views};
         (name = "transfers", description = "Single, batched and two-phase transfers"),
         (name = "audit", description = "The tamper-evident audit log: signed checkpoints, records and proofs"),
         (name = "reviews", description = "Transfers held for a second principal's decision (four eyes), approved or rejected"),
+        (name = "fraud", description = "Fraud rulesets: proposed by rule authors, activated by someone else"),
         (name = "meta", description = "This document"),
     )
 )]

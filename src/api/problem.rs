@@ -31,13 +31,14 @@ pub enum ApiCode {
     InvalidToken,
     Forbidden,
     ReviewNotFound,
+    RulesetNotFound,
     OutcomeUnknown,
     Unavailable,
     Internal,
 }
 
 impl ApiCode {
-    pub const ALL: [ApiCode; 19] = [
+    pub const ALL: [ApiCode; 20] = [
         ApiCode::MalformedJson,
         ApiCode::JsonTooDeep,
         ApiCode::InvalidField,
@@ -54,6 +55,7 @@ impl ApiCode {
         ApiCode::InvalidToken,
         ApiCode::Forbidden,
         ApiCode::ReviewNotFound,
+        ApiCode::RulesetNotFound,
         ApiCode::OutcomeUnknown,
         ApiCode::Unavailable,
         ApiCode::Internal,
@@ -77,6 +79,7 @@ impl ApiCode {
             ApiCode::InvalidToken => "invalid_token",
             ApiCode::Forbidden => "forbidden",
             ApiCode::ReviewNotFound => "review_not_found",
+            ApiCode::RulesetNotFound => "ruleset_not_found",
             ApiCode::OutcomeUnknown => "outcome_unknown",
             ApiCode::Unavailable => "unavailable",
             ApiCode::Internal => "internal",
@@ -91,7 +94,9 @@ impl ApiCode {
             }
             ApiCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiCode::TransferNotFound | ApiCode::ReviewNotFound | ApiCode::NotFound => StatusCode::NOT_FOUND,
+            ApiCode::TransferNotFound | ApiCode::ReviewNotFound | ApiCode::RulesetNotFound | ApiCode::NotFound => {
+                StatusCode::NOT_FOUND
+            }
             ApiCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::UnknownPrincipal | ApiCode::Forbidden => StatusCode::FORBIDDEN,

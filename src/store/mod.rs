@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod reviews;
 pub mod rows;
+pub mod rulesets;
 pub mod sequencer;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,7 @@ use crate::fraud::features::Activity;
 use audit::AuditRows;
 use reviews::ReviewRows;
 use rows::{AccountRow, TransferRow, kind_name, limit_columns, state_name, to_datetime};
+use rulesets::RulesetRows;
 
 pub use audit::AuditMode;
 pub use reviews::{ReviewChange, ReviewReason};
@@ -388,6 +390,7 @@ pub struct BatchRows {
     pending_states: PendingStates,
     pub(crate) audit: AuditRows,
     reviews: ReviewRows,
+    pub(crate) rulesets: RulesetRows,
 }
 
 /// Pending transfers that were posted, voided or expired, with the record that says so.
@@ -432,6 +435,7 @@ impl BatchRows {
             pending_states,
             audit,
             reviews,
+            rulesets: RulesetRows::default(),
         }
     }
 
@@ -441,6 +445,7 @@ impl BatchRows {
         self.accounts.insert(connection).await?;
         self.transfers.insert(connection).await?;
         self.reviews.insert(connection).await?;
+        self.rulesets.insert(connection).await?;
         self.audit.insert(connection).await
     }
 

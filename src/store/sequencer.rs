@@ -43,6 +43,7 @@ use crate::fraud::screen::Screener;
 use crate::fraud::{Ruleset, Screening, Verdict};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
 use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
+use crate::store::rulesets::{RulesetChange, RulesetRows};
 use crate::store::{
     BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_activity, load_open_pending, load_transfers,
 };
@@ -146,6 +147,7 @@ struct Caller {
     actor: Arc<Actor>,
     notes: Vec<audit::Event>,
     reviews: Vec<ReviewChange>,
+    rulesets: Vec<RulesetChange>,
 }
 
 impl Caller {
@@ -159,6 +161,7 @@ impl Caller {
             actor: Arc::new(Actor::system()),
             notes: Vec::new(),
             reviews: Vec::new(),
+            rulesets: Vec::new(),
         }
     }
 }
@@ -208,7 +211,7 @@ impl LedgerHandle {
 
     /// Like [`LedgerHandle::submit`], with each successful command's record.
     pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Receipt>, SubmitError> {
-        self.send(commands, Vec::new(), Vec::new()).await
+        self.send(commands, Vec::new(), Vec::new(), Vec::new()).await
     }
 
     /// Like [`LedgerHandle::execute`], also opening or deciding reviews for the commands that take
@@ -218,13 +221,20 @@ impl LedgerHandle {
         commands: Vec<Command>,
         reviews: Vec<ReviewChange>,
     ) -> Result<Vec<Receipt>, SubmitError> {
-        self.send(commands, Vec::new(), reviews).await
+        self.send(commands, Vec::new(), reviews, Vec::new()).await
     }
 
     /// Records `events` in the audit log (with no ledger change), in order, in one commit, durably,
     /// before returning.
     pub async fn record(&self, events: Vec<audit::Event>) -> Result<(), SubmitError> {
-        self.send(Vec::new(), events, Vec::new()).await.map(drop)
+        self.send(Vec::new(), events, Vec::new(), Vec::new()).await.map(drop)
+    }
+
+    /// Records a fraud ruleset's proposal or activation, with its audit record, in one commit.
+    pub async fn record_ruleset(&self, change: RulesetChange) -> Result<(), SubmitError> {
+        self.send(Vec::new(), Vec::new(), Vec::new(), vec![change])
+            .await
+            .map(drop)
     }
 
     async fn send(
@@ -232,6 +242,7 @@ impl LedgerHandle {
         commands: Vec<Command>,
         notes: Vec<audit::Event>,
         reviews: Vec<ReviewChange>,
+        rulesets: Vec<RulesetChange>,
     ) -> Result<Vec<Receipt>, SubmitError> {
         if commands.len() > self.batch_size_max {
             return Err(SubmitError::TooLarge {
@@ -247,6 +258,7 @@ impl LedgerHandle {
             actor: self.actor.clone(),
             notes,
             reviews,
+            rulesets,
         };
         let submission = Submission { commands, caller };
         self.sender
@@ -602,6 +614,7 @@ impl Sequencer {
         };
         let commands = &applied[..];
         let mut held = vec![false; commands.len()];
+        let mut ruleset_rows = RulesetRows::default();
         let mut review_rows = ReviewRows::default();
         let mut entries = Vec::with_capacity(commands.len());
         let mut offset = 0;
@@ -609,6 +622,9 @@ impl Sequencer {
         for caller in &batch.callers {
             let actor = &*caller.actor;
             entries.extend(caller.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
+            for change in &caller.rulesets {
+                entries.push(Entry::Event(ruleset_rows.push(change, actor, now), actor));
+            }
             let mine = commands.iter().zip(&outcome.results).enumerate().skip(offset);
             for (index, (command, result)) in mine.take(caller.count) {
                 let screening = screenings.of(index);
@@ -653,13 +669,14 @@ impl Sequencer {
             audit.record_batch(&mut audit_rows, &self.ledger, commands, &outcome, &entries, now);
             audit.checkpoint(&mut audit_rows, now, false)?;
         }
-        let rows = BatchRows::build(
+        let mut rows = BatchRows::build(
             &self.ledger,
             &outcome.changes,
             expected.transfer_seq,
             audit_rows,
             review_rows,
         );
+        rows.rulesets = ruleset_rows;
         let next = if outcome.changes.is_empty() && rows.audit.records() == 0 {
             expected
         } else {

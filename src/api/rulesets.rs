@@ -1,0 +1,232 @@
+//! /v1/fraud/rulesets: fraud rulesets proposed by rule authors and activated by a different
+//! principal (the authorization policies enforce both), each identified by the SHA-256 of its files.
+//! An activation takes effect from the next batch on and is recorded, with its audit record, in one
+//! commit.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::access::Access;
+use crate::api::input::JsonBody;
+use crate::api::problem::{ApiCode, ApiError, Problem};
+use crate::api::{AppState, read};
+use crate::authz::{Action, Resource};
+use crate::fraud::{FEATURES_FILE, Files, RULES_FILE, Ruleset};
+use crate::store::rulesets::{RulesetChange, StoredRuleset};
+
+/// A new version of the rules (and optionally the features); the lists stay those of the ruleset in
+/// effect.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposeRuleset {
+    /// The whole rules file (TOML, as policies/fraud/rules.toml).
+    pub rules: String,
+    /// The whole features file (TOML, as policies/fraud/features.toml); the current one when absent.
+    pub features: Option<String>,
+}
+
+/// A ruleset and what became of it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetView {
+    /// SHA-256 of its files, hex: the id screenings name.
+    pub id: String,
+    /// `active` (screening every transfer now), `proposed` (never activated) or `retired`.
+    pub status: String,
+    pub proposed_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed_front_end: Option<String>,
+    pub proposed_at: String,
+    /// Each activation: by whom and when, oldest first.
+    pub activations: Vec<ActivationView>,
+    /// The rules: id, version, mode and action of each.
+    pub rules: Vec<RuleSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivationView {
+    pub activated_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front_end: Option<String>,
+    pub activated_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleSummary {
+    pub id: String,
+    pub version: u32,
+    /// `enforce` or `shadow`.
+    pub mode: String,
+    /// `review` or `deny`.
+    pub action: String,
+}
+
+/// The ruleset in effect and every ruleset proposed through the API.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RulesetList {
+    /// The id of the ruleset screening transfers now (the policy files' until one is activated).
+    pub active: String,
+    pub data: Vec<RulesetView>,
+}
+
+fn time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn view(stored: &StoredRuleset, active: &[u8; 32]) -> RulesetView {
+    let rules = Ruleset::from_files(stored.files.iter().cloned().collect::<Files>())
+        .map(|ruleset| {
+            ruleset
+                .rules
+                .iter()
+                .map(|rule| RuleSummary {
+                    id: rule.id.clone(),
+                    version: rule.version,
+                    mode: format!("{:?}", rule.mode).to_lowercase(),
+                    action: rule.action.as_str().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = if &stored.id == active {
+        "active"
+    } else if stored.activations.is_empty() {
+        "proposed"
+    } else {
+        "retired"
+    };
+    RulesetView {
+        id: hex::encode(stored.id),
+        status: status.to_string(),
+        proposed_by: stored.proposed_by.clone(),
+        proposed_front_end: stored.proposed_front_end.clone(),
+        proposed_at: time(stored.proposed_at),
+        activations: stored
+            .activations
+            .iter()
+            .map(|(by, front_end, at)| ActivationView {
+                activated_by: by.clone(),
+                front_end: front_end.clone(),
+                activated_at: time(*at),
+            })
+            .collect(),
+        rules,
+    }
+}
+
+async fn stored(state: &AppState, id: &[u8; 32]) -> Result<Option<StoredRuleset>, ApiError> {
+    Ok(read(state.store.rulesets().await)?.into_iter().find(|r| &r.id == id))
+}
+
+#[utoipa::path(post, path = "/v1/fraud/rulesets", tag = "fraud",
+    request_body = ProposeRuleset,
+    responses(
+        (status = 201, description = "Proposed: stored, not yet in effect", body = RulesetView),
+        (status = 200, description = "The same files were proposed before (header Idempotent-Replay: true)", body = RulesetView),
+        (status = 403, description = "Refused by policy (rule authors propose)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The ruleset does not check: file, line, column and reason", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn propose(
+    State(state): State<AppState>,
+    access: Access,
+    JsonBody(body): JsonBody<ProposeRuleset>,
+) -> Result<Response, ApiError> {
+    let mut files = state.fraud.load().files().clone();
+    files.insert(RULES_FILE.to_string(), body.rules);
+    if let Some(features) = body.features {
+        files.insert(FEATURES_FILE.to_string(), features);
+    }
+    let ruleset = Ruleset::from_files(files).map_err(|error| ApiError::new(ApiCode::InvalidField, error))?;
+    let id = ruleset.hash();
+    let resource = Resource::Ruleset {
+        id: hex::encode(id),
+        proposer: access.principal().name.clone(),
+    };
+    access.authorize(Action::RulesPropose, &resource).await?;
+    let active = state.fraud.load().hash();
+    if let Some(existing) = stored(&state, &id).await? {
+        return Ok(replay(view(&existing, &active)));
+    }
+    let change = RulesetChange::Propose {
+        id,
+        files: ruleset.files().clone().into_iter().collect(),
+    };
+    access.ledger().record_ruleset(change).await?;
+    let proposed = stored(&state, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a proposed ruleset was not stored")))?;
+    Ok((StatusCode::CREATED, Json(view(&proposed, &active))).into_response())
+}
+
+fn replay(body: RulesetView) -> Response {
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replay", axum::http::HeaderValue::from_static("true"));
+    response
+}
+
+fn parse_id(text: &str) -> Result<[u8; 32], ApiError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| ApiError::new(ApiCode::InvalidField, "id: not a ruleset id (64 hex digits)"))
+}
+
+#[utoipa::path(post, path = "/v1/fraud/rulesets/{id}/activate", tag = "fraud",
+    params(("id" = String, Path, description = "The ruleset's id (SHA-256 of its files, hex)")),
+    responses(
+        (status = 201, description = "Active: screens every transfer from the next batch on", body = RulesetView),
+        (status = 200, description = "Already the active ruleset (header Idempotent-Replay: true)", body = RulesetView),
+        (status = 403, description = "Refused by policy (rule approvers activate, never their own proposal, with MFA)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ruleset", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn activate(
+    State(state): State<AppState>,
+    access: Access,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let proposal = stored(&state, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(ApiCode::RulesetNotFound, format!("id: no ruleset {}", hex::encode(id))))?;
+    let resource = Resource::Ruleset {
+        id: hex::encode(id),
+        proposer: proposal.proposed_by.clone(),
+    };
+    access.authorize(Action::RulesActivate, &resource).await?;
+    if state.fraud.load().hash() == id {
+        return Ok(replay(view(&proposal, &id)));
+    }
+    let ruleset = Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
+        .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))?;
+    access.ledger().record_ruleset(RulesetChange::Activate { id }).await?;
+    state.fraud.store(Arc::new(ruleset));
+    tracing::info!(ruleset = hex::encode(id), by = %access.principal().name, "fraud ruleset activated");
+    let activated = stored(&state, &id).await?.unwrap_or(proposal);
+    Ok((StatusCode::CREATED, Json(view(&activated, &id))).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/fraud/rulesets", tag = "fraud",
+    responses(
+        (status = 200, description = "The active ruleset's id and every proposed ruleset", body = RulesetList),
+        (status = 403, description = "Refused by policy", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list(State(state): State<AppState>, access: Access) -> Result<Json<RulesetList>, ApiError> {
+    let active = state.fraud.load().hash();
+    let resource = Resource::Ruleset {
+        id: hex::encode(active),
+        proposer: String::new(),
+    };
+    access.authorize(Action::RulesRead, &resource).await?;
+    let rulesets = read(state.store.rulesets().await)?;
+    Ok(Json(RulesetList {
+        active: hex::encode(active),
+        data: rulesets.iter().map(|r| view(r, &active)).collect(),
+    }))
+}
