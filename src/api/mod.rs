@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
         .route("/v1/fraud/rulesets", get(rulesets::list).post(rulesets::propose))
         .route("/v1/fraud/rulesets/{id}/activate", post(rulesets::activate))
+        .route("/v1/fraud/backtest", post(rulesets::backtest))
         .route("/v1/reviews", get(reviews::list))
         .route("/v1/reviews/{id}", get(reviews::get))
         .route("/v1/reviews/{id}/approve", post(reviews::approve))

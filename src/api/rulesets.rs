@@ -230,3 +230,98 @@ pub async fn list(State(state): State<AppState>, access: Access) -> Result<Json<
         data: rulesets.iter().map(|r| view(r, &active)).collect(),
     }))
 }
+
+/// A backtest: a ruleset (a stored one by id, or the active one) over the transfers created in a time
+/// range.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestRequest {
+    /// The ruleset to try (its id); the active one when absent.
+    pub ruleset: Option<String>,
+    /// RFC 3339: the first instant of the range.
+    pub from: String,
+    /// RFC 3339: the last instant of the range; now when absent.
+    pub to: Option<String>,
+}
+
+/// What the ruleset would have decided, next to the active ruleset, for every transfer in the range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BacktestView {
+    pub ruleset: String,
+    pub active: String,
+    pub from: String,
+    pub to: String,
+    #[schema(value_type = Object)]
+    pub report: crate::fraud::backtest::Report,
+}
+
+#[utoipa::path(post, path = "/v1/fraud/backtest", tag = "fraud",
+    request_body = BacktestRequest,
+    responses(
+        (status = 200, description = "Per-rule hits with sample transfer ids, verdicts, and the changes from the active ruleset", body = BacktestView),
+        (status = 403, description = "Refused by policy (fraud analysts backtest)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ruleset", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid range", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn backtest(
+    State(state): State<AppState>,
+    access: Access,
+    JsonBody(body): JsonBody<BacktestRequest>,
+) -> Result<Json<BacktestView>, ApiError> {
+    let instant = |field: &str, text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| ledger::Timestamp::from_micros(t.timestamp_micros()))
+            .map_err(|e| ApiError::new(ApiCode::InvalidField, format!("{field}: not an RFC 3339 time ({e})")))
+    };
+    let from = instant("from", &body.from)?;
+    let to = match &body.to {
+        Some(text) => instant("to", text)?,
+        None => (state.clock)(),
+    };
+    if from > to {
+        return Err(ApiError::new(ApiCode::InvalidField, "from: after to"));
+    }
+    let active = state.fraud.load_full();
+    let (candidate, proposer) = match &body.ruleset {
+        None => (active.clone(), String::new()),
+        Some(id) => {
+            let id = parse_id(id)?;
+            let proposal = stored(&state, &id).await?.ok_or_else(|| {
+                ApiError::new(
+                    ApiCode::RulesetNotFound,
+                    format!("ruleset: no ruleset {}", hex::encode(id)),
+                )
+            })?;
+            let ruleset = Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
+                .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))?;
+            (Arc::new(ruleset), proposal.proposed_by)
+        }
+    };
+    let resource = Resource::Ruleset {
+        id: candidate.hash_hex(),
+        proposer,
+    };
+    access.authorize(Action::RulesBacktest, &resource).await?;
+    let warm_from = ledger::Timestamp::from_micros(from.micros() - crate::fraud::features::WINDOW_MAX_S * 1_000_000);
+    let mut run = crate::fraud::backtest::Backtest::new(&candidate, &active, from);
+    read(
+        state
+            .store
+            .replay_transfers(warm_from, to, |transfer, asked_pending, debit, credit| {
+                run.transfer(transfer, asked_pending, debit, credit)
+            })
+            .await,
+    )?;
+    let time = |t: ledger::Timestamp| {
+        chrono::DateTime::from_timestamp_micros(t.micros())
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .unwrap_or_default()
+    };
+    Ok(Json(BacktestView {
+        ruleset: candidate.hash_hex(),
+        active: active.hash_hex(),
+        from: time(from),
+        to: time(to),
+        report: run.finish(),
+    }))
+}

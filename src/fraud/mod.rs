@@ -4,6 +4,7 @@
 //! hits act (deny over review over allow), an error acts as the rule's `on_error` says, shadow rules
 //! are recorded and never act. A ruleset is identified by the SHA-256 of its files.
 
+pub mod backtest;
 pub mod expr;
 pub mod features;
 pub mod lists;

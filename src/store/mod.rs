@@ -342,6 +342,74 @@ pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mu
     Ok(())
 }
 
+impl Store {
+    /// Streams every transfer that moved money (single-phase or pending) created from `from` to `to`
+    /// (inclusive), in commit order, to `visit` with whether its client asked for a pending transfer
+    /// (one held for a fraud review was asked as single-phase) and its two accounts. Read-only; the
+    /// transfers are read as they are visited and the accounts through a bounded cache.
+    pub async fn replay_transfers(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        mut visit: impl FnMut(&Transfer, bool, &Account, &Account),
+    ) -> anyhow::Result<()> {
+        use futures_util::TryStreamExt;
+        const ACCOUNTS_CACHED_MAX: usize = 100_000;
+        let mut reader = self.pool.acquire().await?;
+        let mut lookups = self.pool.acquire().await?;
+        let mut rows = sqlx::query!(
+            r#"SELECT t.seq AS "seq!", t.id AS "id!", t.kind AS "kind!", t.linked AS "linked!",
+                      t.debit_account_id AS "debit_account_id!", t.credit_account_id AS "credit_account_id!",
+                      t.amount AS "amount!", t.currency AS "currency!", t.code AS "code!", t.pending_id, t.timeout_s,
+                      t.expires_at, t.state, t.metadata AS "metadata!", t.created_at AS "created_at!",
+                      (r.reason = 'fraud') IS TRUE AS "held_for_fraud!"
+               FROM transfers t LEFT JOIN reviews r ON r.transfer_id = t.id
+               WHERE t.kind IN ('single', 'pending') AND t.created_at >= $1 AND t.created_at <= $2
+               ORDER BY t.seq"#,
+            to_datetime(from),
+            to_datetime(to)
+        )
+        .fetch(&mut *reader);
+        let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+        while let Some(row) = rows.try_next().await? {
+            let held_for_fraud = row.held_for_fraud;
+            let transfer = Transfer::try_from(TransferRow {
+                seq: row.seq,
+                id: row.id,
+                kind: row.kind,
+                linked: row.linked,
+                debit_account_id: row.debit_account_id,
+                credit_account_id: row.credit_account_id,
+                amount: row.amount,
+                currency: row.currency,
+                code: row.code,
+                pending_id: row.pending_id,
+                timeout_s: row.timeout_s,
+                expires_at: row.expires_at,
+                state: row.state,
+                metadata: row.metadata,
+                created_at: row.created_at,
+            })?;
+            let wanted = [transfer.debit_account_id, transfer.credit_account_id];
+            let missing: Vec<AccountId> = wanted.into_iter().filter(|id| !accounts.contains_key(id)).collect();
+            if !missing.is_empty() {
+                if accounts.len() + missing.len() > ACCOUNTS_CACHED_MAX {
+                    accounts.clear();
+                }
+                for account in load_accounts(&mut lookups, &wanted).await? {
+                    accounts.insert(account.id, account);
+                }
+            }
+            let (Some(debit), Some(credit)) = (accounts.get(&wanted[0]), accounts.get(&wanted[1])) else {
+                anyhow::bail!("transfer {} names an account that does not exist", transfer.id);
+            };
+            let asked_pending = transfer.kind == ledger::TransferKind::Pending && !held_for_fraud;
+            visit(&transfer, asked_pending, debit, credit);
+        }
+        Ok(())
+    }
+}
+
 /// The fraud features' recent activity: every transfer that moved money (single-phase or pending)
 /// created within the longest feature window before `now`, read newest first by commit order (the
 /// order of creation) until the first older one, and counted oldest first.
