@@ -483,3 +483,51 @@ async fn a_backtest_gives_the_live_decisions_and_the_difference_a_candidate_make
     assert_eq!(bad.code(), "invalid_field");
     app.stop().await;
 }
+
+/// An invalid ruleset stops start-up naming its file, line and column; a bad reload keeps the ruleset
+/// in effect, a good one replaces it.
+#[tokio::test]
+async fn an_invalid_ruleset_stops_start_up_and_a_bad_reload_keeps_the_old_one() {
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = helpers::copy_policies(scratch.path());
+    let rules_file = policies.join("fraud/rules.toml");
+    let shipped = std::fs::read_to_string(&rules_file).unwrap();
+    let broken = shipped.replace("f.debit_count_1h > 10\"", "f.debit_count_1h > 'ten'\"");
+    assert_ne!(broken, shipped);
+    std::fs::write(&rules_file, &broken).unwrap();
+    let error = match TestApp::try_spawn_in(&policies, &[]).await {
+        Ok(_) => panic!("started with an invalid ruleset"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("fraud/rules.toml:"), "{error}");
+    assert!(error.contains("cannot compare int with string"), "{error}");
+
+    std::fs::write(&rules_file, &shipped).unwrap();
+    let app = TestApp::spawn_in(&policies, &[]).await;
+    let application = app.application.as_ref().unwrap();
+    let before = application.fraud.load().hash();
+    std::fs::write(&rules_file, &broken).unwrap();
+    assert!(application.reload_fraud_rules().await.is_err());
+    assert_eq!(application.fraud.load().hash(), before, "the old ruleset stays");
+    let payments = app.payments();
+    create_accounts(&payments, &[&id(1), SANCTIONED]).await;
+    let denied = payments
+        .post("/v1/transfers", &transfer(10, &id(1), SANCTIONED, "1.00"))
+        .await;
+    assert_eq!(denied.code(), "fraud_denied", "still screened by the old ruleset");
+
+    // A valid change: sanctions hits held for review instead of refused.
+    let softened = shipped.replace(
+        "action = \"deny\"\nscore = 100\nmode = \"enforce\"\non_error = \"deny\"\nreason = \"sanctions list hit\"",
+        "action = \"review\"\nscore = 100\nmode = \"enforce\"\non_error = \"deny\"\nreason = \"sanctions list hit\"",
+    );
+    assert_ne!(softened, shipped);
+    std::fs::write(&rules_file, &softened).unwrap();
+    assert!(application.reload_fraud_rules().await.unwrap());
+    assert_ne!(application.fraud.load().hash(), before);
+    let held = payments
+        .post("/v1/transfers", &transfer(11, &id(1), SANCTIONED, "1.00"))
+        .await;
+    assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.text);
+    app.stop().await;
+}

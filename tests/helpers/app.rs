@@ -44,6 +44,13 @@ impl TestApp {
 
     /// Starts the service on the policy directory `policies`.
     pub async fn spawn_in(policies: &Path, extra: &[&str]) -> TestApp {
+        TestApp::try_spawn_in(policies, extra)
+            .await
+            .expect("the service starts")
+    }
+
+    /// Starts the service on the policy directory `policies`, or says why it would not start.
+    pub async fn try_spawn_in(policies: &Path, extra: &[&str]) -> anyhow::Result<TestApp> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let tokens = TokenIssuer::load();
         std::fs::write(dir.path().join("jwks.json"), tokens.jwks()).expect("writing the JWKS");
@@ -71,8 +78,8 @@ impl TestApp {
         arguments.extend(extra.iter().map(|a| a.to_string()));
         let database = fresh_database(shared_cluster()).await;
         let clock = ManualClock::new();
-        let application = start(&arguments, &database, &clock).await;
-        TestApp {
+        let application = start(&arguments, &database, &clock).await?;
+        Ok(TestApp {
             port: application.api_address.port(),
             application: Some(application),
             ca,
@@ -81,7 +88,7 @@ impl TestApp {
             tokens,
             arguments,
             database,
-        }
+        })
     }
 
     /// Stops the service and starts it again on the same database, files and clock (on a new port).
@@ -89,7 +96,9 @@ impl TestApp {
         if let Some(application) = self.application.take() {
             application.stop().await;
         }
-        let application = start(&self.arguments, &self.database, &self.clock).await;
+        let application = start(&self.arguments, &self.database, &self.clock)
+            .await
+            .expect("the service starts again");
         self.port = application.api_address.port();
         self.application = Some(application);
     }
@@ -136,7 +145,11 @@ pub fn write_pair(dir: &Path, name: &str, issued: &Issued) {
     std::fs::write(dir.join(format!("{name}.key")), &issued.key_pem).expect("writing a key");
 }
 
-async fn start(arguments: &[String], database: &sqlx::postgres::PgConnectOptions, clock: &ManualClock) -> Application {
+async fn start(
+    arguments: &[String],
+    database: &sqlx::postgres::PgConnectOptions,
+    clock: &ManualClock,
+) -> anyhow::Result<Application> {
     let settings = Arguments::try_parse_from(arguments)
         .expect("valid test settings")
         .settings;
@@ -144,7 +157,5 @@ async fn start(arguments: &[String], database: &sqlx::postgres::PgConnectOptions
         options: database.clone(),
         local: None,
     };
-    Application::start(&settings, database, clock.clock())
-        .await
-        .expect("the service starts")
+    Application::start(&settings, database, clock.clock()).await
 }
