@@ -698,6 +698,25 @@ mod tests {
     }
 
     #[test]
+    fn exports_are_for_compliance_and_auditors_with_mfa_only() {
+        let policies = shipped();
+        let report = Resource::Report("large-value-2027-01".to_string());
+        let decide =
+            |name: &str, mfa: bool| policies.decide(&caller(&policies, name, mfa), Action::ReportExport, &report, at());
+        assert_eq!(decide("carol", true).policy_ids, ["compliance-exports-reports"]);
+        assert!(decide("carol", true).allowed);
+        assert!(decide("auditor", true).allowed);
+        let without_mfa = decide("carol", false);
+        assert!(!without_mfa.allowed);
+        assert_eq!(without_mfa.policy_ids, ["sensitive-actions-need-mfa"]);
+        let service = decide("payments", false);
+        assert!(!service.allowed);
+        assert_eq!(service.policy_ids, ["sensitive-actions-need-mfa"]);
+        let analyst = decide("analyst-a", true);
+        assert!(!analyst.allowed && analyst.policy_ids.is_empty(), "no permit matches");
+    }
+
+    #[test]
     fn nobody_activates_a_ruleset_they_proposed() {
         let policies = shipped();
         let approver = caller(&policies, "analyst-b", true);
