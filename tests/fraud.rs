@@ -83,6 +83,32 @@ async fn a_sanctions_hit_is_refused_with_fraud_denied_and_moves_no_money() {
     app.stop().await;
 }
 
+/// In a batch, each item is screened on its own: a denied item fails with fraud_denied, a held one is
+/// created held, the others are created.
+#[tokio::test]
+async fn batch_items_are_screened_one_by_one() {
+    let app = TestApp::spawn().await;
+    let payments = app.payments();
+    create_accounts(&payments, &[&id(1), &id(2), SANCTIONED]).await;
+    let batch = json!({"transfers": [
+        transfer(10, &id(1), &id(2), "10.00"),
+        transfer(11, &id(1), SANCTIONED, "10.00"),
+        transfer(12, &id(1), &id(2), "6000.00"),
+    ]});
+    let answer = payments.post("/v1/transfers/batch", &batch).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let results = &answer.body["results"];
+    assert_eq!(results[0]["status"], "created");
+    assert!(results[0].get("held").is_none());
+    assert_eq!(
+        (results[1]["status"].as_str(), results[1]["code"].as_str()),
+        (Some("failed"), Some("fraud_denied"))
+    );
+    assert_eq!(results[2]["status"], "created");
+    assert_eq!(results[2]["held"], true, "{answer:?}", answer = answer.text);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_review_holds_the_transfer_until_a_fraud_analyst_approves_or_rejects_it() {
     let app = TestApp::spawn().await;

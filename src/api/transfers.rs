@@ -449,6 +449,9 @@ pub struct ItemResult {
     /// a batch of thousands costs little to encode and to read.
     pub id: Uuid,
     pub status: ItemStatus,
+    /// The transfer was created held for review (pending; its review is /v1/reviews/{id}).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Set when the item failed: a ledger result code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
@@ -617,6 +620,7 @@ fn item_result(index: usize, id: Uuid, receipt: Receipt) -> ItemResult {
                 Applied::Created => ItemStatus::Created,
                 Applied::Exists => ItemStatus::Exists,
             },
+            held: receipt.held,
             code: None,
             detail: None,
         },
@@ -624,6 +628,7 @@ fn item_result(index: usize, id: Uuid, receipt: Receipt) -> ItemResult {
             index,
             id,
             status: ItemStatus::Failed,
+            held: false,
             code: Some(code.as_str().to_string()),
             detail: Some(item_detail(index, code)),
         },
