@@ -13,7 +13,7 @@ use crate::api::access::Access;
 use crate::api::input::{JsonBody, QueryParams, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::views::{AccountFlagsView, AccountView, BalancesView, TransferView, rfc3339};
-use crate::api::{AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, execute_one, read, write_response};
+use crate::api::{AppState, execute_one, format_cursor, page_limit, parse_cursor, read, write_response};
 use crate::authz::{AccountFacts, Action, Resource};
 use crate::store::Record;
 use crate::store::rows::to_timestamp;
@@ -224,34 +224,17 @@ pub async fn transfers(
     Path(id): Path<String>,
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Json<TransferPage>, ApiError> {
-    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            ApiCode::InvalidField,
-            format!("limit: must be 1 to {PAGE_LIMIT_MAX}"),
-        ));
-    }
-    let after_seq = query.cursor.as_deref().map(parse_cursor).transpose()?.unwrap_or(0);
+    let limit = page_limit(query.limit)?;
+    let after_seq = parse_cursor(CURSOR_KIND, query.cursor.as_deref())?;
     let account = readable_account(&state, &access, &id).await?;
     let page = read(state.store.account_transfers(account.id, after_seq, limit).await)?;
     let last_seq = page.last().map_or(after_seq, |(seq, _)| *seq);
     Ok(Json(TransferPage {
         has_more: page.len() == limit as usize,
         data: page.iter().map(|(_, transfer)| TransferView::new(transfer)).collect(),
-        next_cursor: format_cursor(last_seq),
+        next_cursor: format_cursor(CURSOR_KIND, last_seq),
     }))
 }
 
-/// Cursors are opaque to clients; inside, the sequence number of the last transfer seen.
-const CURSOR_PREFIX: &str = "t";
-
-fn format_cursor(seq: i64) -> String {
-    format!("{CURSOR_PREFIX}{seq}")
-}
-
-fn parse_cursor(text: &str) -> Result<i64, ApiError> {
-    text.strip_prefix(CURSOR_PREFIX)
-        .and_then(|digits| digits.parse::<i64>().ok())
-        .filter(|seq| *seq >= 0)
-        .ok_or_else(|| ApiError::new(ApiCode::InvalidCursor, "cursor: not a cursor this API returned"))
-}
+/// The kind letter of account history cursors (the last transfer's sequence number).
+const CURSOR_KIND: &str = "t";

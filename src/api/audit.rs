@@ -16,7 +16,7 @@ use crate::api::access::Access;
 use crate::api::input::QueryParams;
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::transfers::readable_transfer;
-use crate::api::{AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX, read};
+use crate::api::{AppState, page_limit, read};
 use crate::authz::{Action, Resource};
 use crate::store::{StoredCheckpoint, StoredRecord};
 
@@ -112,13 +112,7 @@ pub async fn records(
     QueryParams(query): QueryParams<RecordsQuery>,
 ) -> Result<Json<RecordPage>, ApiError> {
     access.authorize(Action::AuditRead, &Resource::AuditLog).await?;
-    let limit = query.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            ApiCode::InvalidField,
-            format!("limit: must be 1 to {PAGE_LIMIT_MAX}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let from = query.from.unwrap_or(0);
     if from > i64::MAX as u64 {
         return Err(ApiError::new(ApiCode::InvalidField, "from: too large"));

@@ -46,6 +46,36 @@ pub const BATCH_LENGTH_MAX: usize = 8190;
 pub const PAGE_LIMIT_MAX: u32 = 1000;
 pub const PAGE_LIMIT_DEFAULT: u32 = 100;
 
+/// A page's `limit` parameter: 1 to [`PAGE_LIMIT_MAX`], [`PAGE_LIMIT_DEFAULT`] when absent.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if (1..=PAGE_LIMIT_MAX).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::new(
+            ApiCode::InvalidField,
+            format!("limit: must be 1 to {PAGE_LIMIT_MAX}"),
+        ))
+    }
+}
+
+/// Page cursors are opaque to clients; inside, a kind letter and the sequence number of the last
+/// item seen.
+fn format_cursor(kind: &str, seq: i64) -> String {
+    format!("{kind}{seq}")
+}
+
+/// The sequence number in a cursor of `kind`, or 0 without one.
+fn parse_cursor(kind: &str, text: Option<&str>) -> Result<i64, ApiError> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    text.strip_prefix(kind)
+        .and_then(|digits| digits.parse::<i64>().ok())
+        .filter(|seq| *seq >= 0)
+        .ok_or_else(|| ApiError::new(ApiCode::InvalidCursor, "cursor: not a cursor this API returned"))
+}
+
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
 

@@ -19,7 +19,7 @@ use crate::api::input::{QueryParams, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::transfers::stored_facts;
 use crate::api::views::TransferView;
-use crate::api::{AppState, execute_one, read, write_response};
+use crate::api::{AppState, execute_one, format_cursor, page_limit, parse_cursor, read, write_response};
 use crate::authz::{Action, Resource, ReviewFacts};
 use crate::store::ReviewChange;
 use crate::store::reviews::{ReviewFilter, StoredReview};
@@ -98,8 +98,8 @@ pub struct ReviewPage {
     pub has_more: bool,
 }
 
-/// Cursors are opaque to clients; inside, the sequence number of the last held transfer seen.
-const CURSOR_PREFIX: &str = "r";
+/// The kind letter of review list cursors (the last held transfer's sequence number).
+const CURSOR_KIND: &str = "r";
 
 #[utoipa::path(get, path = "/v1/reviews", tag = "reviews",
     params(ReviewQuery),
@@ -128,18 +128,8 @@ pub async fn list(
         Some(reason @ ("approval_limit" | "fraud")) => Some(reason.to_string()),
         Some(other) => return Err(invalid(format!("reason: `{other}` is not approval_limit or fraud"))),
     };
-    let limit = query.limit.unwrap_or(crate::api::PAGE_LIMIT_DEFAULT);
-    if !(1..=crate::api::PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(invalid(format!("limit: must be 1 to {}", crate::api::PAGE_LIMIT_MAX)));
-    }
-    let after_seq = match query.cursor.as_deref() {
-        None => 0,
-        Some(cursor) => cursor
-            .strip_prefix(CURSOR_PREFIX)
-            .and_then(|digits| digits.parse::<i64>().ok())
-            .filter(|seq| *seq >= 0)
-            .ok_or_else(|| ApiError::new(ApiCode::InvalidCursor, "cursor: not a cursor this API returned"))?,
-    };
+    let limit = page_limit(query.limit)?;
+    let after_seq = parse_cursor(CURSOR_KIND, query.cursor.as_deref())?;
     let filter = ReviewFilter {
         id: None,
         after_seq,
@@ -171,7 +161,7 @@ pub async fn list(
     access.allowed_all();
     Ok(Json(ReviewPage {
         data: readable,
-        next_cursor: format!("{CURSOR_PREFIX}{last_seq}"),
+        next_cursor: format_cursor(CURSOR_KIND, last_seq),
         has_more,
     }))
 }
