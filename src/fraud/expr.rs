@@ -42,16 +42,6 @@ pub enum Value {
     String(Arc<str>),
 }
 
-impl Value {
-    pub fn type_of(&self) -> Type {
-        match self {
-            Value::Int(_) => Type::Int,
-            Value::Bool(_) => Type::Bool,
-            Value::String(_) => Type::String,
-        }
-    }
-}
-
 impl std::fmt::Display for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -101,12 +91,6 @@ impl Vocabulary {
                     .unwrap_or_default()
             })
             .collect()
-    }
-
-    pub fn scopes(&self) -> impl Iterator<Item = (&str, &[(String, Type)])> {
-        self.scopes
-            .iter()
-            .map(|(scope, names)| (scope.as_str(), names.as_slice()))
     }
 }
 

@@ -39,14 +39,6 @@ impl List {
             ListKind::Accounts => self.entries.contains(&value.trim().to_ascii_lowercase()),
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 /// Lower case, without diacritics, punctuation or repeated spaces, words sorted. Letters that carry
