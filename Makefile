@@ -30,12 +30,14 @@ check:
 
 # Durable transfers/s: spread vs hot account vs one-transaction-per-transfer baseline vs audit off vs
 # fraud screening on, the audit log's append and offline verify rates, authorization and fraud screening
-# latency, then the mTLS API load driver (see benches/RESULTS.md).
+# latency, the outbox relay's throughput and commit-to-broker latency, then the mTLS API load driver
+# (see benches/RESULTS.md).
 bench: deps
 	cargo bench --bench ledger_throughput
 	cargo bench --bench audit_log
 	cargo bench --bench authz
 	cargo bench --bench fraud
+	cargo bench --bench relay
 	cargo bench --bench api_load
 
 # Regenerate the offline query data after changing a query or a migration.

@@ -23,12 +23,11 @@ use std::time::{Duration, Instant};
 
 use finledger::local_postgres::LocalPostgres;
 use finledger::store::sequencer;
-use finledger::store::{AuditMode, LedgerHandle, SequencerConfig};
-use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
+use finledger::store::{AuditMode, SequencerConfig};
+use ledger::{Applied, Command};
 use rand::{Rng, SeedableRng};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use support::{env_or, median, scale};
+use support::{bench_audit, create_accounts, env_or, fresh_database, median, scale, transfer_command};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 10_000;
@@ -60,32 +59,6 @@ fn settings() -> Settings {
     }
 }
 
-fn account_command(n: u128) -> Command {
-    let request = AccountRequest {
-        id: Uuid::from_u128(n),
-        currency: "USD".into(),
-        code: 1,
-        owner: "bench".into(),
-        flags: AccountFlags::default(),
-        overdraft_limit: None,
-        metadata: None,
-    };
-    Command::CreateAccount(request.parse().expect("valid account"))
-}
-
-fn transfer_command(id: Uuid, debit: u128, credit: u128) -> Command {
-    let request = TransferRequest {
-        id,
-        debit_account_id: Some(Uuid::from_u128(debit)),
-        credit_account_id: Some(Uuid::from_u128(credit)),
-        amount: Some("1.00".into()),
-        currency: Some("USD".into()),
-        code: 1,
-        ..TransferRequest::default()
-    };
-    Command::CreateTransfer(request.parse().expect("valid transfer"))
-}
-
 /// Random (debit, credit) pairs over accounts 1..=ACCOUNTS; with `hot`, one side is always account 1.
 fn pairs(count: usize, hot: bool, seed: u64) -> Vec<(u128, u128)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -107,25 +80,6 @@ fn pairs(count: usize, hot: bool, seed: u64) -> Vec<(u128, u128)> {
         .collect()
 }
 
-async fn fresh_database(cluster: &LocalPostgres, name: &str) -> PgConnectOptions {
-    cluster
-        .create_database(name)
-        .await
-        .expect("creating the bench database");
-    let options = cluster.connect_options(name);
-    let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
-    finledger::store::migrate(&mut connection).await.expect("migrating");
-    options
-}
-
-async fn create_accounts(ledger: &LedgerHandle) {
-    let commands: Vec<Command> = (1..=ACCOUNTS).map(account_command).collect();
-    for chunk in commands.chunks(8190) {
-        let results = ledger.submit(chunk.to_vec()).await.expect("accounts commit");
-        assert!(results.iter().all(|r| *r == Ok(Applied::Created)));
-    }
-}
-
 /// Transfers/s through the sequencer with `clients` concurrent submitters of `client_batch` each.
 async fn sequencer_run(
     cluster: &LocalPostgres,
@@ -143,7 +97,7 @@ async fn sequencer_run(
     };
     let audit = if audit { bench_audit() } else { AuditMode::Off };
     let (ledger, shutdown) = sequencer::spawn(options, config, audit, finledger::clock::system());
-    create_accounts(&ledger).await;
+    create_accounts(&ledger, ACCOUNTS).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
     for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
@@ -183,7 +137,7 @@ async fn naive_run(cluster: &LocalPostgres, name: &str, settings: &Settings, see
         bench_audit(),
         finledger::clock::system(),
     );
-    create_accounts(&ledger).await;
+    create_accounts(&ledger, ACCOUNTS).await;
     shutdown.drain().await;
     let pairs = Arc::new(pairs(settings.naive_transfers, false, seed));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -304,13 +258,6 @@ fn main() -> anyhow::Result<()> {
         (1.0 - screened / spread) * 100.0
     );
     Ok(())
-}
-
-fn bench_audit() -> finledger::store::AuditMode {
-    finledger::store::AuditMode::Signed {
-        signer: std::sync::Arc::new(audit::note::NoteSigner::generate("finledger.bench/audit").expect("a key")),
-        checkpoint_interval: std::time::Duration::ZERO,
-    }
 }
 
 /// The shipped fraud ruleset, its velocity rule's threshold raised (see the module documentation).

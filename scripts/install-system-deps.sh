@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages finledger needs, skipping what is already present:
-# PostgreSQL server binaries (the embedded database for `make run` and the tests), and curl (the
-# README's API examples, which a test runs).
+# Installs what finledger and its tests need, skipping what is already present: Debian's PostgreSQL
+# server binaries (the embedded database for `make run` and the tests), gcc and make (librdkafka is
+# built from source), curl (the README's API examples, which a test runs), and the tansu
+# Kafka-protocol broker (crates.io) that the Kafka tests start.
 set -euo pipefail
+
+tansu_installed() {
+  command -v tansu >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]
+}
+if ! tansu_installed; then
+  echo "installing tansu (the tests' Kafka-protocol broker); this takes a while once"
+  cargo install tansu --version 0.6.0 --locked --features dynostore --quiet
+fi
 
 missing=()
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then

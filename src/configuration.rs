@@ -96,9 +96,39 @@ pub struct Settings {
     #[arg(long, env = "FINLEDGER_AUDIT_CHECKPOINT_INTERVAL_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub audit_checkpoint_interval_ms: u64,
 
+    /// Kafka bootstrap servers (comma-separated). With them the outbox relay publishes every event to
+    /// Kafka; without, events are read through GET /v1/events.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Partitions of each event topic the relay creates (existing topics are left as they are).
+    #[arg(long, env = "FINLEDGER_KAFKA_PARTITIONS", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// Replicas of each event topic the relay creates.
+    #[arg(long, env = "FINLEDGER_KAFKA_REPLICATION", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub kafka_replication: i32,
+
+    /// Undelivered events beyond which the relay raises its alarm (logged, and shown by
+    /// GET /v1/events/status). Transfers are accepted regardless.
+    #[arg(long, env = "FINLEDGER_OUTBOX_ALARM_EVENTS", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub outbox_alarm_events: i64,
+
+    /// Merchant accounts settled every day at --settlement-time-utc (comma-separated account ids).
+    #[arg(long, env = "FINLEDGER_SETTLEMENT_ACCOUNTS", value_delimiter = ',')]
+    pub settlement_accounts: Vec<uuid::Uuid>,
+
+    /// When the daily settlement runs, and its cut-off (HH:MM, UTC).
+    #[arg(long, env = "FINLEDGER_SETTLEMENT_TIME_UTC", default_value = "00:00", value_parser = parse_time_utc)]
+    pub settlement_time_utc: chrono::NaiveTime,
+
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "FINLEDGER_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_time_utc(text: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text, "%H:%M").map_err(|e| format!("expected HH:MM (UTC): {e}"))
 }
 
 impl Settings {
@@ -110,6 +140,17 @@ impl Settings {
             commit_pipeline_depth: self.commit_pipeline_depth as usize,
             fraud: None,
         }
+    }
+
+    /// The outbox relay's settings, when a broker is configured.
+    pub fn relay(&self) -> Option<crate::outbox::relay::RelayConfig> {
+        let brokers = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty())?;
+        Some(crate::outbox::relay::RelayConfig {
+            partitions: self.kafka_partitions,
+            replication: self.kafka_replication,
+            alarm_events: self.outbox_alarm_events,
+            ..crate::outbox::relay::RelayConfig::new(brokers)
+        })
     }
 
     /// Where front-end tokens come from, when they are accepted at all.

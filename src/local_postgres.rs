@@ -133,6 +133,7 @@ impl LocalPostgres {
         if !data_dir.join("PG_VERSION").is_file() {
             init_cluster(&installation, &data_dir, &dir.join("initdb.log"))?;
         }
+        wait_out_shutdown(&data_dir)?;
         if server_is_running(&data_dir) {
             tracing::info!(data_dir = %data_dir.display(), "reusing the running local PostgreSQL");
             return Ok(LocalPostgres {
@@ -253,6 +254,30 @@ fn init_cluster(installation: &Installation, data_dir: &Path, log: &Path) -> any
 }
 
 /// Whether a live postmaster owns `data_dir` (its pid file names a running process).
+/// Waits (bounded) for a server that is shutting down (its owner died) to be gone: reusing it would
+/// fail moments later.
+fn wait_out_shutdown(data_dir: &Path) -> anyhow::Result<()> {
+    let stopping = || {
+        server_is_running(data_dir)
+            && fs::read_to_string(data_dir.join("postmaster.pid")).is_ok_and(|pid_file| {
+                pid_file
+                    .lines()
+                    .nth(7)
+                    .is_some_and(|status| status.trim() == "stopping")
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stopping() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the local PostgreSQL in {} has been shutting down for a minute",
+            data_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 fn server_is_running(data_dir: &Path) -> bool {
     let Ok(pid_file) = fs::read_to_string(data_dir.join("postmaster.pid")) else {
         return false;

@@ -24,13 +24,14 @@ use crate::identity::PrincipalKind;
 pub const DEV_TRUST_DOMAIN: &str = "finledger.dev";
 
 /// The demo principals `certs init` issues client certificates for.
-pub const DEMO_PRINCIPALS: [(&str, PrincipalKind); 6] = [
+pub const DEMO_PRINCIPALS: [(&str, PrincipalKind); 7] = [
     ("payments", PrincipalKind::Service),
     ("orders", PrincipalKind::Service),
     ("analyst-a", PrincipalKind::User),
     ("analyst-b", PrincipalKind::User),
     ("auditor", PrincipalKind::User),
     ("console", PrincipalKind::Service),
+    ("payouts", PrincipalKind::Service),
 ];
 
 /// How long dev certificates stay valid.

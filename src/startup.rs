@@ -23,6 +23,8 @@ use crate::clock::Clock;
 use crate::configuration::Settings;
 use crate::fraud::Ruleset;
 use crate::local_postgres::LocalPostgres;
+use crate::outbox::relay::{self, RelayStatus};
+use crate::settlement::Settlements;
 use crate::store::sequencer::FraudScreening;
 use crate::store::{self, AuditMode, SequencerConfig, Store, sequencer};
 use crate::tls::{self, ClientCertificateAcceptor};
@@ -80,6 +82,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// How long open API connections get to finish their requests at shutdown.
 const CONNECTIONS_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the outbox relay gets to finish its chunk at shutdown.
+const RELAY_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The running service: the API and operations listeners over one sequencer and read pool.
 pub struct Application {
     pub api_address: SocketAddr,
@@ -99,6 +104,10 @@ pub struct Application {
     pub fraud: Arc<ArcSwap<Ruleset>>,
     policies_dir: std::path::PathBuf,
     ledger: store::LedgerHandle,
+    /// The outbox relay, when a broker is configured: its stop signal and task.
+    relay: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
+    /// The daily settlement of configured accounts: its stop signal and task.
+    schedule: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Application {
@@ -142,7 +151,31 @@ impl Application {
         };
         let (ledger, sequencer) = sequencer::spawn(database.options.clone(), config, audit, clock.clone());
         record_policy_set(&ledger, &authz.current()).await?;
+        let relay_status = Arc::new(RelayStatus::default());
+        let relay = settings.relay().map(|config| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(relay::run(
+                database.options.clone(),
+                config,
+                relay_status.clone(),
+                stopped,
+            ));
+            (stop, task)
+        });
+        let settlements = Settlements::new(store.clone(), ledger.clone(), clock.clone());
+        let schedule = (!settings.settlement_accounts.is_empty()).then(|| {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(crate::settlement::run_schedule(
+                settlements.clone(),
+                settings.settlement_accounts.clone(),
+                settings.settlement_time_utc,
+                stopped,
+            ));
+            (stop, task)
+        });
         let state = AppState {
+            relay: relay.is_some().then(|| relay_status.clone()),
+            settlements,
             ledger: ledger.clone(),
             store: store.clone(),
             authz: authz.clone(),
@@ -185,6 +218,8 @@ impl Application {
             fraud,
             policies_dir: settings.policies.clone(),
             ledger,
+            relay,
+            schedule,
         })
     }
 
@@ -231,10 +266,22 @@ impl Application {
     pub async fn stop(mut self) {
         tracing::info!("shutting down: draining connections and the sequencer");
         self.api_handle.graceful_shutdown(Some(CONNECTIONS_DRAIN_TIMEOUT));
+        if let Some((stop, task)) = self.schedule.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         let _ = self.ops_stop.send(());
         let _ = self.api_task.await;
         let _ = self.ops_task.await;
         self.sequencer.drain().await;
+        if let Some((stop, mut task)) = self.relay.take() {
+            // The relay stops between chunks; one still waiting for a broker is cut short, which
+            // loses nothing: its events stay undelivered in the outbox for the next relay.
+            let _ = stop.send(true);
+            if tokio::time::timeout(RELAY_STOP_TIMEOUT, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
         self.store.pool().close().await;
         if let Some(mut local) = self.database.local.take() {
             let _ = tokio::task::spawn_blocking(move || local.stop()).await;

@@ -195,8 +195,7 @@ fn transfer(n: u32, debit: u32, credit: u32, amount: &str) -> Value {
 /// and no fraud rules: this suite is about authorization (tests/fraud.rs covers the rules), and the
 /// new accounts here would otherwise trip the shipped new-account rule.
 fn policies_with_dave(dir: &std::path::Path) -> std::path::PathBuf {
-    let policies = helpers::copy_policies(dir);
-    std::fs::write(policies.join("fraud/rules.toml"), "# No fraud rules.\n").unwrap();
+    let policies = helpers::policies_without_fraud_rules(dir);
     let mut principals = std::fs::read_to_string(policies.join("principals.toml")).unwrap();
     principals.push_str(&format!(
         "\n[principals.dave]\nkind = \"user\"\nroles = [\"approver\"]\naccounts = [\"{}\"]\napproval_limits = {{ USD = 100000000 }}\n",

@@ -94,6 +94,9 @@ pub enum Event {
     FraudScreened(FraudScreened),
     /// A fraud ruleset was proposed (with its files' hashes) or activated by the record's actor.
     RulesetChanged(RulesetChanged),
+    /// A settlement run netted an account's posted movements over its period (and, when the net was
+    /// positive, paid it to the clearing account by the transfer `transfer`, whose own record follows).
+    SettlementCompleted(SettlementCompleted),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +149,25 @@ pub struct RulesetChanged {
     pub change: String,
     /// For a proposal: each file by name, with its SHA-256.
     pub files: Vec<(String, Hash)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementCompleted {
+    pub id: Id,
+    pub account: Id,
+    pub currency: Currency,
+    /// The period (microseconds since the epoch): after the previous settlement's cut-off (from the
+    /// account's beginning when absent) up to and including `cut_off_us`.
+    pub period_start_us: Option<u64>,
+    pub cut_off_us: u64,
+    /// The included transfers' credits and debits to the account, in minor units.
+    pub credits: u64,
+    pub debits: u64,
+    pub transfer_count: u64,
+    /// SHA-256 over the included transfer ids (16 bytes each) in commit order.
+    pub transfers_hash: Hash,
+    pub transfer: Option<Id>,
+    pub clearing_account: Id,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +268,7 @@ impl Event {
             Event::ReviewDecided(_) => 11,
             Event::FraudScreened(_) => 12,
             Event::RulesetChanged(_) => 13,
+            Event::SettlementCompleted(_) => 14,
         }
     }
 
@@ -265,6 +288,7 @@ impl Event {
             Event::ReviewDecided(_) => "review.decided",
             Event::FraudScreened(_) => "fraud.screened",
             Event::RulesetChanged(_) => "fraud.ruleset",
+            Event::SettlementCompleted(_) => "settlement.completed",
         }
     }
 }
@@ -428,6 +452,19 @@ fn encode_event(out: &mut Writer, event: &Event) {
                 out.bytes(hash);
             });
         }
+        Event::SettlementCompleted(s) => {
+            out.bytes(&s.id);
+            out.bytes(&s.account);
+            out.bytes(&s.currency);
+            out.opt(s.period_start_us, Writer::u64);
+            out.u64(s.cut_off_us);
+            out.u64(s.credits);
+            out.u64(s.debits);
+            out.u64(s.transfer_count);
+            out.bytes(&s.transfers_hash);
+            out.opt(s.transfer.as_ref(), |out, id| out.bytes(id));
+            out.bytes(&s.clearing_account);
+        }
     }
 }
 
@@ -523,6 +560,19 @@ fn decode_event(input: &mut Reader, type_code: u16) -> Result<Event, DecodeError
             ruleset: input.hash()?,
             change: input.str()?,
             files: input.list(|input| Ok((input.str()?, input.hash()?)))?,
+        }),
+        14 => Event::SettlementCompleted(SettlementCompleted {
+            id: input.id()?,
+            account: input.id()?,
+            currency: input.currency()?,
+            period_start_us: input.opt(Reader::u64)?,
+            cut_off_us: input.u64()?,
+            credits: input.u64()?,
+            debits: input.u64()?,
+            transfer_count: input.u64()?,
+            transfers_hash: input.hash()?,
+            transfer: input.opt(Reader::id)?,
+            clearing_account: input.id()?,
         }),
         _ => return Err(input.error("unknown record type")),
     })
@@ -874,6 +924,32 @@ mod tests {
                     change,
                     files
                 })),
+            (
+                (id(), id(), currency(), proptest::option::of(any::<u64>()), any::<u64>()),
+                (any::<u64>(), any::<u64>(), any::<u64>(), any::<[u8; 32]>()),
+                (proptest::option::of(id()), id()),
+            )
+                .prop_map(
+                    |(
+                        (id, account, currency, period_start_us, cut_off_us),
+                        (credits, debits, transfer_count, transfers_hash),
+                        (transfer, clearing_account),
+                    )| {
+                        Event::SettlementCompleted(SettlementCompleted {
+                            id,
+                            account,
+                            currency,
+                            period_start_us,
+                            cut_off_us,
+                            credits,
+                            debits,
+                            transfer_count,
+                            transfers_hash,
+                            transfer,
+                            clearing_account,
+                        })
+                    }
+                ),
         ]
     }
 

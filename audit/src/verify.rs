@@ -403,7 +403,8 @@ impl Verifier {
             | Event::ReviewOpened(_)
             | Event::ReviewDecided(_)
             | Event::FraudScreened(_)
-            | Event::RulesetChanged(_) => Ok(()),
+            | Event::RulesetChanged(_)
+            | Event::SettlementCompleted(_) => Ok(()),
         }
     }
 

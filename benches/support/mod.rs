@@ -2,6 +2,13 @@
 //! size, and the median of repeats. (Each benchmark uses only part of it.)
 #![allow(dead_code)]
 
+use finledger::local_postgres::LocalPostgres;
+use finledger::store::LedgerHandle;
+use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
 /// A setting from the environment, or its default.
 pub fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -33,4 +40,61 @@ pub fn latencies(count: usize, mut run: impl FnMut(usize) -> bool) -> (f64, f64,
     }
     samples.sort_by(f64::total_cmp);
     (samples[count / 2], samples[count * 99 / 100], trues)
+}
+
+/// Account `n` (USD, no constraints), owned by `bench`.
+pub fn account_command(n: u128) -> Command {
+    let request = AccountRequest {
+        id: Uuid::from_u128(n),
+        currency: "USD".into(),
+        code: 1,
+        owner: "bench".into(),
+        flags: AccountFlags::default(),
+        overdraft_limit: None,
+        metadata: None,
+    };
+    Command::CreateAccount(request.parse().expect("valid account"))
+}
+
+/// 1.00 USD from account `debit` to account `credit`.
+pub fn transfer_command(id: Uuid, debit: u128, credit: u128) -> Command {
+    let request = TransferRequest {
+        id,
+        debit_account_id: Some(Uuid::from_u128(debit)),
+        credit_account_id: Some(Uuid::from_u128(credit)),
+        amount: Some("1.00".into()),
+        currency: Some("USD".into()),
+        code: 1,
+        ..TransferRequest::default()
+    };
+    Command::CreateTransfer(request.parse().expect("valid transfer"))
+}
+
+/// A new, migrated database on `cluster`.
+pub async fn fresh_database(cluster: &LocalPostgres, name: &str) -> PgConnectOptions {
+    cluster
+        .create_database(name)
+        .await
+        .expect("creating the bench database");
+    let options = cluster.connect_options(name);
+    let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
+    finledger::store::migrate(&mut connection).await.expect("migrating");
+    options
+}
+
+/// Accounts 1 to `count`, committed in full batches.
+pub async fn create_accounts(ledger: &LedgerHandle, count: u128) {
+    let commands: Vec<Command> = (1..=count).map(account_command).collect();
+    for chunk in commands.chunks(8190) {
+        let results = ledger.submit(chunk.to_vec()).await.expect("accounts commit");
+        assert!(results.iter().all(|r| *r == Ok(Applied::Created)));
+    }
+}
+
+/// The audit log as the service keeps it: a checkpoint signed after every batch.
+pub fn bench_audit() -> finledger::store::AuditMode {
+    finledger::store::AuditMode::Signed {
+        signer: std::sync::Arc::new(audit::note::NoteSigner::generate("finledger.bench/audit").expect("a key")),
+        checkpoint_interval: std::time::Duration::ZERO,
+    }
 }

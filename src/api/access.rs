@@ -143,7 +143,12 @@ impl Access {
 
     /// The ledger, acting as this caller under this policy set.
     pub fn ledger(&self) -> LedgerHandle {
-        self.ledger.acting_as(self.caller.actor(Some(self.policies.hash())))
+        self.ledger.acting_as(self.actor())
+    }
+
+    /// This caller under this policy set, as audit records name it.
+    pub fn actor(&self) -> audit::Actor {
+        self.caller.actor(Some(self.policies.hash()))
     }
 
     pub fn principal(&self) -> &crate::identity::Principal {
@@ -186,6 +191,7 @@ fn resource_name(resource: &Resource) -> String {
         Resource::Ruleset { id, .. } => format!("Ruleset::{id:?}"),
         Resource::Report(id) => format!("Report::{id:?}"),
         Resource::AuditLog => "AuditLog::\"log\"".to_string(),
+        Resource::Events => "EventStream::\"outbox\"".to_string(),
         Resource::Api => "Api::\"v1\"".to_string(),
     }
 }

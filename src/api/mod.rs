@@ -10,11 +10,13 @@
 pub mod access;
 mod accounts;
 mod audit;
+mod events;
 pub mod input;
 pub mod openapi;
 pub mod problem;
 mod reviews;
 mod rulesets;
+mod settlements;
 mod transfers;
 pub mod views;
 
@@ -77,7 +79,7 @@ fn parse_cursor(kind: &str, text: Option<&str>) -> Result<i64, ApiError> {
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
+pub(crate) const IDEMPOTENT_REPLAY: HeaderName = HeaderName::from_static("idempotent-replay");
 
 #[derive(Clone)]
 pub struct AppState {
@@ -91,6 +93,10 @@ pub struct AppState {
     pub audit_key: NoteVerifier,
     /// The fraud ruleset screening transfers, swapped whole on activation.
     pub fraud: Arc<arc_swap::ArcSwap<crate::fraud::Ruleset>>,
+    /// The outbox relay's state, when a broker is configured.
+    pub relay: Option<Arc<crate::outbox::relay::RelayStatus>>,
+    /// Settlement runs.
+    pub settlements: crate::settlement::Settlements,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -116,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reviews/{id}", get(reviews::get))
         .route("/v1/reviews/{id}/approve", post(reviews::approve))
         .route("/v1/reviews/{id}/reject", post(reviews::reject))
+        .route("/v1/settlements", post(settlements::create).layer(single))
+        .route("/v1/settlements/{id}", get(settlements::get))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/status", get(events::status))
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/records", get(audit::records))

@@ -4,7 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::api::{accounts, audit, problem, reviews, rulesets, transfers, views};
+use crate::api::{accounts, audit, events, problem, reviews, rulesets, settlements, transfers, views};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,10 @@ use crate::api::{accounts, audit, problem, reviews, rulesets, transfers, views};
         reviews::get,
         reviews::approve,
         reviews::reject,
+        settlements::create,
+        settlements::get,
+        events::list,
+        events::status,
         serve,
     ),
     components(schemas(
@@ -51,6 +55,12 @@ use crate::api::{accounts, audit, problem, reviews, rulesets, transfers, views};
         views::AccountFlagsView,
         reviews::ReviewView,
         reviews::ReviewPage,
+        settlements::CreateSettlement,
+        settlements::SettlementView,
+        events::EventView,
+        events::EventPage,
+        events::EventStatus,
+        crate::outbox::relay::RelayReport,
         rulesets::ProposeRuleset,
         rulesets::RulesetView,
         rulesets::ActivationView,
@@ -83,6 +93,8 @@ use crate::api::{accounts, audit, problem, reviews, rulesets, transfers, views};
         (name = "audit", description = "The tamper-evident audit log: signed checkpoints, records and proofs"),
         (name = "reviews", description = "Transfers held for a second principal's decision (four eyes), approved or rejected"),
         (name = "fraud", description = "Fraud rulesets: proposed by rule authors, activated by someone else"),
+        (name = "settlements", description = "Settlement runs: a merchant account's movements netted to a cut-off and moved to payouts clearing"),
+        (name = "events", description = "The ledger's events (the transactional outbox), read here when no Kafka broker carries them"),
         (name = "meta", description = "This document"),
     )
 )]

@@ -32,13 +32,15 @@ pub enum ApiCode {
     Forbidden,
     ReviewNotFound,
     RulesetNotFound,
+    SettlementNotFound,
+    SettlementOutOfOrder,
     OutcomeUnknown,
     Unavailable,
     Internal,
 }
 
 impl ApiCode {
-    pub const ALL: [ApiCode; 20] = [
+    pub const ALL: [ApiCode; 22] = [
         ApiCode::MalformedJson,
         ApiCode::JsonTooDeep,
         ApiCode::InvalidField,
@@ -56,6 +58,8 @@ impl ApiCode {
         ApiCode::Forbidden,
         ApiCode::ReviewNotFound,
         ApiCode::RulesetNotFound,
+        ApiCode::SettlementNotFound,
+        ApiCode::SettlementOutOfOrder,
         ApiCode::OutcomeUnknown,
         ApiCode::Unavailable,
         ApiCode::Internal,
@@ -80,6 +84,8 @@ impl ApiCode {
             ApiCode::Forbidden => "forbidden",
             ApiCode::ReviewNotFound => "review_not_found",
             ApiCode::RulesetNotFound => "ruleset_not_found",
+            ApiCode::SettlementNotFound => "settlement_not_found",
+            ApiCode::SettlementOutOfOrder => "settlement_out_of_order",
             ApiCode::OutcomeUnknown => "outcome_unknown",
             ApiCode::Unavailable => "unavailable",
             ApiCode::Internal => "internal",
@@ -94,9 +100,12 @@ impl ApiCode {
             }
             ApiCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiCode::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiCode::TransferNotFound | ApiCode::ReviewNotFound | ApiCode::RulesetNotFound | ApiCode::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            ApiCode::TransferNotFound
+            | ApiCode::ReviewNotFound
+            | ApiCode::RulesetNotFound
+            | ApiCode::SettlementNotFound
+            | ApiCode::NotFound => StatusCode::NOT_FOUND,
+            ApiCode::SettlementOutOfOrder => StatusCode::CONFLICT,
             ApiCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::UnknownPrincipal | ApiCode::Forbidden => StatusCode::FORBIDDEN,

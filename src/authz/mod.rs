@@ -43,11 +43,14 @@ pub enum Action {
     RulesBacktest,
     AuditRead,
     ReportExport,
+    EventRead,
+    SettlementCreate,
+    SettlementRead,
     ApiDescribe,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 19] = [
         Action::AccountCreate,
         Action::AccountRead,
         Action::TransferCreate,
@@ -63,6 +66,9 @@ impl Action {
         Action::RulesBacktest,
         Action::AuditRead,
         Action::ReportExport,
+        Action::EventRead,
+        Action::SettlementCreate,
+        Action::SettlementRead,
         Action::ApiDescribe,
     ];
 
@@ -83,6 +89,9 @@ impl Action {
             Action::RulesBacktest => "rules.backtest",
             Action::AuditRead => "audit.read",
             Action::ReportExport => "report.export",
+            Action::EventRead => "event.read",
+            Action::SettlementCreate => "settlement.create",
+            Action::SettlementRead => "settlement.read",
             Action::ApiDescribe => "api.describe",
         }
     }
@@ -132,9 +141,14 @@ pub enum Resource {
     Account(AccountFacts),
     Transfer(TransferFacts),
     Review(ReviewFacts),
-    Ruleset { id: String, proposer: String },
+    Ruleset {
+        id: String,
+        proposer: String,
+    },
     Report(String),
     AuditLog,
+    /// The outbox's event stream.
+    Events,
     Api,
 }
 
@@ -175,6 +189,7 @@ struct Types {
     ruleset: EntityTypeName,
     report: EntityTypeName,
     audit_log: EntityTypeName,
+    events: EntityTypeName,
     api: EntityTypeName,
     actions: Vec<EntityUid>,
 }
@@ -192,6 +207,7 @@ impl Types {
             ruleset: name("Ruleset"),
             report: name("Report"),
             audit_log: name("AuditLog"),
+            events: name("EventStream"),
             api: name("Api"),
             actions: Action::ALL
                 .iter()
@@ -376,6 +392,7 @@ impl Policies {
             }
             Resource::Report(id) => t.uid(&t.report, id),
             Resource::AuditLog => t.uid(&t.audit_log, "log"),
+            Resource::Events => t.uid(&t.events, "outbox"),
             Resource::Api => t.uid(&t.api, "v1"),
         };
         let context = self.context(caller, now)?;
@@ -647,6 +664,7 @@ mod tests {
             },
             Resource::Report("camt053".to_string()),
             Resource::AuditLog,
+            Resource::Events,
             Resource::Api,
         ];
         let t = &policies.types;

@@ -1,6 +1,8 @@
 //! Screening as a batch applies: the single writer runs every new transfer through the active ruleset
 //! just before its chain applies, with the features of everything committed or applied before it.
 
+use std::collections::HashSet;
+
 use ledger::{AccountId, ErrorCode, Ledger, NewTransfer, Timestamp, Transfer, TransferCommand, TransferKind};
 
 use super::features::{Activity, Screened};
@@ -17,6 +19,8 @@ pub struct Screener<'a> {
     pub screenings: Vec<(usize, Screening)>,
     /// Commands applied as something else: held for review.
     pub replacements: Vec<(usize, NewTransfer)>,
+    /// Commands (by index in the batch) that are not screened: settlement transfers.
+    pub unscreened: HashSet<usize>,
 }
 
 impl<'a> Screener<'a> {
@@ -28,6 +32,7 @@ impl<'a> Screener<'a> {
             chain: Vec::new(),
             screenings: Vec::new(),
             replacements: Vec::new(),
+            unscreened: HashSet::new(),
         }
     }
 }
@@ -62,6 +67,9 @@ impl ledger::Screen for Screener<'_> {
         transfer: &NewTransfer,
         now: Timestamp,
     ) -> Result<Option<NewTransfer>, ErrorCode> {
+        if self.unscreened.contains(&index) {
+            return Ok(None);
+        }
         if let Some(existing) = ledger.transfer(transfer.id) {
             return Ok(replay(existing, transfer));
         }

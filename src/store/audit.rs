@@ -53,6 +53,8 @@ pub enum Entry<'a> {
 pub struct AuditRows {
     seqs: Vec<i64>,
     bytes: Vec<Vec<u8>>,
+    /// The leaf hash of each record, as `seqs`.
+    leaf_hashes: Vec<Hash>,
     levels: Vec<i16>,
     indexes: Vec<i64>,
     hashes: Vec<Vec<u8>>,
@@ -61,11 +63,28 @@ pub struct AuditRows {
     pub(crate) account_seqs: HashMap<AccountId, i64>,
     pub(crate) transfer_seqs: HashMap<TransferId, i64>,
     pub(crate) resolution_seqs: HashMap<TransferId, i64>,
+    /// The record of each settlement, by settlement id.
+    pub(crate) settlement_seqs: HashMap<record::Id, i64>,
 }
 
 impl AuditRows {
     pub fn records(&self) -> usize {
         self.seqs.len()
+    }
+
+    /// Record `seq`'s place and leaf hash, when this batch appended it.
+    pub fn record_ref(&self, seq: i64) -> Option<crate::outbox::AuditRef> {
+        let first = *self.seqs.first()?;
+        let hash = self.leaf_hashes.get(usize::try_from(seq - first).ok()?)?;
+        Some(crate::outbox::AuditRef {
+            seq: seq as u64,
+            hash: *hash,
+        })
+    }
+
+    /// The checkpoint this batch signs, if any, and when.
+    pub fn checkpoint(&self) -> Option<&(SignedCheckpoint, Timestamp)> {
+        self.checkpoint.as_ref()
     }
 
     pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
@@ -274,6 +293,7 @@ impl AuditLog {
         let seq = appended.seq as i64;
         rows.seqs.push(seq);
         rows.bytes.push(appended.bytes);
+        rows.leaf_hashes.push(appended.hash);
         seq
     }
 
@@ -302,7 +322,10 @@ impl AuditLog {
         for entry in entries {
             let (index, actor) = match entry {
                 Entry::Event(event, actor) => {
-                    self.append(rows, now, actor, event);
+                    let seq = self.append(rows, now, actor, event);
+                    if let Event::SettlementCompleted(settlement) = event {
+                        rows.settlement_seqs.insert(settlement.id, seq);
+                    }
                     continue;
                 }
                 Entry::Command(index, actor) => (*index, *actor),

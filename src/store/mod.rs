@@ -9,6 +9,7 @@ pub mod reviews;
 pub mod rows;
 pub mod rulesets;
 pub mod sequencer;
+pub mod settlements;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use uuid::Uuid;
 
 use crate::authz::AccountFacts;
 use crate::fraud::features::Activity;
+use crate::outbox::OutboxRows;
 
 use audit::AuditRows;
 use reviews::ReviewRows;
@@ -449,7 +451,7 @@ pub(crate) async fn load_activity(connection: &mut PgConnection, now: Timestamp)
 /// Everything one batch writes, as owned columns: built from the ledger's cache by the sequencer,
 /// then written by a task of its own while the sequencer goes on with the next batch.
 ///
-/// The audit log's records join the same batch and transaction (and the outbox's will).
+/// The audit log's records and the outbox's events join the same batch and transaction.
 pub struct BatchRows {
     accounts: AccountColumns,
     accounts_closed: Vec<Uuid>,
@@ -459,6 +461,8 @@ pub struct BatchRows {
     pub(crate) audit: AuditRows,
     reviews: ReviewRows,
     pub(crate) rulesets: RulesetRows,
+    pub(crate) outbox: OutboxRows,
+    pub(crate) settlements: settlements::SettlementRows,
 }
 
 /// Pending transfers that were posted, voided or expired, with the record that says so.
@@ -504,6 +508,8 @@ impl BatchRows {
             audit,
             reviews,
             rulesets: RulesetRows::default(),
+            outbox: OutboxRows::default(),
+            settlements: settlements::SettlementRows::default(),
         }
     }
 
@@ -514,6 +520,8 @@ impl BatchRows {
         self.transfers.insert(connection).await?;
         self.reviews.insert(connection).await?;
         self.rulesets.insert(connection).await?;
+        self.settlements.insert(connection).await?;
+        self.outbox.insert(connection).await?;
         self.audit.insert(connection).await
     }
 

@@ -41,9 +41,12 @@ use crate::clock::Clock;
 use crate::fraud::features::Activity;
 use crate::fraud::screen::Screener;
 use crate::fraud::{Ruleset, Screening, Verdict};
+use crate::outbox::{self, KeySeqs, OutboxRows};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
 use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
+use crate::store::rows::to_datetime;
 use crate::store::rulesets::{RulesetChange, RulesetRows};
+use crate::store::settlements::{SettlementChange, SettlementRows};
 use crate::store::{
     BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_activity, load_open_pending, load_transfers,
 };
@@ -145,9 +148,17 @@ struct Caller {
     count: usize,
     attempts: u32,
     actor: Arc<Actor>,
+    extras: Extras,
+}
+
+/// What a submission records besides its commands: events before them, review changes and settlements
+/// tied to them, ruleset changes.
+#[derive(Default)]
+struct Extras {
     notes: Vec<audit::Event>,
     reviews: Vec<ReviewChange>,
     rulesets: Vec<RulesetChange>,
+    settlements: Vec<SettlementChange>,
 }
 
 impl Caller {
@@ -159,9 +170,7 @@ impl Caller {
             count: 0,
             attempts: 0,
             actor: Arc::new(Actor::system()),
-            notes: Vec::new(),
-            reviews: Vec::new(),
-            rulesets: Vec::new(),
+            extras: Extras::default(),
         }
     }
 }
@@ -174,6 +183,19 @@ struct Batch {
 }
 
 impl Batch {
+    /// The indexes of the commands that settlements submitted.
+    fn settlement_commands(&self) -> HashSet<usize> {
+        let mut indexes = HashSet::new();
+        let mut offset = 0;
+        for caller in &self.callers {
+            if !caller.extras.settlements.is_empty() {
+                indexes.extend(offset..offset + caller.count);
+            }
+            offset += caller.count;
+        }
+        indexes
+    }
+
     /// Hands the commands back to their callers as submissions, to be run again.
     fn into_submissions(self) -> impl Iterator<Item = Submission> {
         let mut commands = self.commands.into_iter();
@@ -211,7 +233,7 @@ impl LedgerHandle {
 
     /// Like [`LedgerHandle::submit`], with each successful command's record.
     pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Receipt>, SubmitError> {
-        self.send(commands, Vec::new(), Vec::new(), Vec::new()).await
+        self.send(commands, Extras::default()).await
     }
 
     /// Like [`LedgerHandle::execute`], also opening or deciding reviews for the commands that take
@@ -221,29 +243,52 @@ impl LedgerHandle {
         commands: Vec<Command>,
         reviews: Vec<ReviewChange>,
     ) -> Result<Vec<Receipt>, SubmitError> {
-        self.send(commands, Vec::new(), reviews, Vec::new()).await
+        self.send(
+            commands,
+            Extras {
+                reviews,
+                ..Extras::default()
+            },
+        )
+        .await
     }
 
     /// Records `events` in the audit log (with no ledger change), in order, in one commit, durably,
     /// before returning.
     pub async fn record(&self, events: Vec<audit::Event>) -> Result<(), SubmitError> {
-        self.send(Vec::new(), events, Vec::new(), Vec::new()).await.map(drop)
+        let notes = Extras {
+            notes: events,
+            ..Extras::default()
+        };
+        self.send(Vec::new(), notes).await.map(drop)
     }
 
     /// Records a fraud ruleset's proposal or activation, with its audit record, in one commit.
     pub async fn record_ruleset(&self, change: RulesetChange) -> Result<(), SubmitError> {
-        self.send(Vec::new(), Vec::new(), Vec::new(), vec![change])
-            .await
-            .map(drop)
+        let rulesets = Extras {
+            rulesets: vec![change],
+            ..Extras::default()
+        };
+        self.send(Vec::new(), rulesets).await.map(drop)
     }
 
-    async fn send(
+    /// Settles an account: `commands` (which may create the clearing account, then move the net to it)
+    /// and the settlement, stored with its audit record and events only if the settlement transfer is
+    /// created now. Settlement transfers are not screened by the fraud rules: the movements they net
+    /// were, one by one.
+    pub async fn settle(
         &self,
         commands: Vec<Command>,
-        notes: Vec<audit::Event>,
-        reviews: Vec<ReviewChange>,
-        rulesets: Vec<RulesetChange>,
+        settlement: SettlementChange,
     ) -> Result<Vec<Receipt>, SubmitError> {
+        let settlements = Extras {
+            settlements: vec![settlement],
+            ..Extras::default()
+        };
+        self.send(commands, settlements).await
+    }
+
+    async fn send(&self, commands: Vec<Command>, extras: Extras) -> Result<Vec<Receipt>, SubmitError> {
         if commands.len() > self.batch_size_max {
             return Err(SubmitError::TooLarge {
                 count: commands.len(),
@@ -256,9 +301,7 @@ impl LedgerHandle {
             count: commands.len(),
             attempts: 0,
             actor: self.actor.clone(),
-            notes,
-            reviews,
-            rulesets,
+            extras,
         };
         let submission = Submission { commands, caller };
         self.sender
@@ -311,6 +354,7 @@ pub fn spawn(
         audit_mode: audit,
         audit: None,
         activity: Activity::default(),
+        key_seqs: KeySeqs::default(),
     };
     let task = tokio::spawn(sequencer.run(receiver, stop));
     (handle, Shutdown { signal, task })
@@ -322,6 +366,7 @@ struct Head {
     batch_seq: i64,
     transfer_seq: i64,
     audit_size: i64,
+    event_seq: i64,
 }
 
 /// A batch applied in memory, ready for its writer: results, rows, and the head before and after.
@@ -402,6 +447,8 @@ struct Sequencer {
     audit: Option<AuditLog>,
     /// What the fraud features count, as of the head; rebuilt with the cache.
     activity: Activity,
+    /// Each outbox key's last sequence number, as of the head; forgotten with the cache.
+    key_seqs: KeySeqs,
 }
 
 impl Sequencer {
@@ -559,11 +606,12 @@ impl Sequencer {
             None => {
                 let head = sqlx::query_as!(
                     Head,
-                    "SELECT batch_seq, transfer_seq, audit_size FROM ledger_head WHERE id = 1"
+                    "SELECT batch_seq, transfer_seq, audit_size, event_seq FROM ledger_head WHERE id = 1"
                 )
                 .fetch_one(&mut *connection)
                 .await?;
                 self.ledger = Ledger::new();
+                self.key_seqs = KeySeqs::default();
                 load_open_pending(connection, &mut self.ledger).await?;
                 if self.config.fraud.is_some() {
                     self.activity = load_activity(connection, now).await?;
@@ -598,6 +646,7 @@ impl Sequencer {
             Some((ruleset, fraud)) => {
                 self.activity.prune(now);
                 let mut screener = Screener::new(&ruleset, &mut self.activity, fraud.hold_timeout_s);
+                screener.unscreened = batch.settlement_commands();
                 let outcome = self.ledger.apply_screened(commands, now, &mut screener);
                 let mut applied = std::borrow::Cow::Borrowed(&commands[..]);
                 for (index, transfer) in screener.replacements {
@@ -617,13 +666,26 @@ impl Sequencer {
         let mut ruleset_rows = RulesetRows::default();
         let mut review_rows = ReviewRows::default();
         let mut entries = Vec::with_capacity(commands.len());
+        let mut settlements = Vec::new();
         let mut offset = 0;
         let ledger_actor = Actor::system();
         for caller in &batch.callers {
             let actor = &*caller.actor;
-            entries.extend(caller.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
-            for change in &caller.rulesets {
+            let extras = &caller.extras;
+            entries.extend(extras.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
+            for change in &extras.rulesets {
                 entries.push(Entry::Event(ruleset_rows.push(change, actor, now), actor));
+            }
+            for change in &extras.settlements {
+                // Only a settlement whose transfer is created now is recorded: one whose transfer
+                // exists already was recorded with it.
+                let accepted = change
+                    .command
+                    .is_none_or(|command| outcome.results.get(offset + command) == Some(&Ok(Applied::Created)));
+                if accepted {
+                    entries.push(Entry::Event(change.settlement.audit_event(), actor));
+                    settlements.push((&change.settlement, actor));
+                }
             }
             let mine = commands.iter().zip(&outcome.results).enumerate().skip(offset);
             for (index, (command, result)) in mine.take(caller.count) {
@@ -635,7 +697,7 @@ impl Sequencer {
                 if *result != Ok(Applied::Created) {
                     continue;
                 }
-                let mut changes: Vec<ReviewChange> = caller
+                let mut changes: Vec<ReviewChange> = extras
                     .reviews
                     .iter()
                     .filter(|c| c.command() == index - offset)
@@ -669,6 +731,25 @@ impl Sequencer {
             audit.record_batch(&mut audit_rows, &self.ledger, commands, &outcome, &entries, now);
             audit.checkpoint(&mut audit_rows, now, false)?;
         }
+        let mut events = outbox::transfer_events(&self.ledger, &outcome.changes, now, |transfer, expired| {
+            let seqs = match expired {
+                true => &audit_rows.resolution_seqs,
+                false => &audit_rows.transfer_seqs,
+            };
+            seqs.get(&transfer.id).and_then(|seq| audit_rows.record_ref(*seq))
+        });
+        let mut settlement_rows = SettlementRows::default();
+        for (settlement, actor) in settlements {
+            let seq = audit_rows.settlement_seqs.get(settlement.id.as_bytes()).copied();
+            settlement_rows.push(settlement, &actor.principal, to_datetime(now), seq);
+            let audit = seq.and_then(|seq| audit_rows.record_ref(seq));
+            events.extend(outbox::settlement_events(settlement, audit, now));
+        }
+        if let Some((signed, at)) = audit_rows.checkpoint() {
+            events.push(outbox::checkpoint_event(signed, *at));
+        }
+        self.key_seqs.load(connection, &events).await?;
+        let outbox_rows = OutboxRows::build(events, expected.event_seq, &mut self.key_seqs, now);
         let mut rows = BatchRows::build(
             &self.ledger,
             &outcome.changes,
@@ -677,7 +758,9 @@ impl Sequencer {
             review_rows,
         );
         rows.rulesets = ruleset_rows;
-        let next = if outcome.changes.is_empty() && rows.audit.records() == 0 {
+        rows.outbox = outbox_rows;
+        rows.settlements = settlement_rows;
+        let next = if outcome.changes.is_empty() && rows.audit.records() == 0 && rows.outbox.is_empty() {
             expected
         } else {
             let created = outcome.changes.transfers_created.len() as i64;
@@ -685,6 +768,7 @@ impl Sequencer {
                 batch_seq: expected.batch_seq + 1,
                 transfer_seq: expected.transfer_seq + created,
                 audit_size: expected.audit_size + rows.audit.records() as i64,
+                event_seq: expected.event_seq + rows.outbox.len() as i64,
             }
         };
         self.head = Some(next);
@@ -819,6 +903,7 @@ impl Sequencer {
 
     fn forget_cache(&mut self) {
         self.ledger = Ledger::new();
+        self.key_seqs = KeySeqs::default();
         self.audit = None;
         self.head = None;
         self.last_committed = None;
@@ -963,14 +1048,16 @@ async fn write_and_commit(
     // Locked last: the check orders this batch after any other instance's commits too. The update
     // matches only the head this batch was computed on; a head another writer moved is a lost race.
     let moved = sqlx::query!(
-        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3
-         WHERE id = 1 AND batch_seq = $4 AND transfer_seq = $5 AND audit_size = $6",
+        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3, event_seq = $4
+         WHERE id = 1 AND batch_seq = $5 AND transfer_seq = $6 AND audit_size = $7 AND event_seq = $8",
         next.batch_seq,
         next.transfer_seq,
         next.audit_size,
+        next.event_seq,
         expected.batch_seq,
         expected.transfer_seq,
-        expected.audit_size
+        expected.audit_size,
+        expected.event_seq
     )
     .execute(&mut *connection)
     .await?;

@@ -1,0 +1,569 @@
+//! The transactional outbox: the events payout and reporting systems consume, written in the batch
+//! transaction of the change each describes, then published to Kafka by the [`relay`] (or read
+//! through GET /v1/events when no broker is configured).
+//!
+//! Every event has a stable id (derived from its type and subject, so the same change always yields
+//! the same id), a key (the account it concerns, which Kafka partitions by), a per-key sequence number
+//! counting that key's events from 1 with no gaps, the audit record of its change with that record's
+//! leaf hash, and a JSON payload that validates against its type's schema in `schemas/`. On Kafka the
+//! attributes travel as CloudEvents 1.0 headers (binary content mode) and the payload as the value.
+
+pub mod relay;
+
+use std::collections::HashMap;
+
+use audit::merkle::Hash;
+use audit::note::SignedCheckpoint;
+use ledger::{Changes, Ledger, PendingState, Timestamp, Transfer, TransferKind, format_minor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::api::views::rfc3339;
+use crate::store::rows::to_datetime;
+use crate::store::settlements::NewSettlement;
+
+/// Namespace of event ids: UUIDv5 of "<type>/<subject>".
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2c7b_91e4_5a0f_4d3c_8e61_b7a2_09d5_f318);
+
+/// The CloudEvents `source` of every event.
+pub const EVENT_SOURCE: &str = "urn:finledger:ledger";
+
+/// The key of the audit log's checkpoint events.
+pub const CHECKPOINT_KEY: &str = "audit-log";
+
+/// The kinds of event, each with its JSON Schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// Money moved: a single-phase transfer, or a pending transfer posted (in full or in part).
+    TransferPosted,
+    /// A pending transfer voided by a void transfer.
+    TransferVoided,
+    /// A pending transfer voided by the ledger when its timeout passed.
+    TransferExpired,
+    /// A settlement run netted an account's movements up to a cut-off.
+    SettlementCompleted,
+    /// A settlement's positive net, moved to the clearing account, is to be paid out.
+    PayoutRequested,
+    /// A signed checkpoint of the audit log, for witnesses.
+    AuditCheckpoint,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::TransferPosted,
+        EventType::TransferVoided,
+        EventType::TransferExpired,
+        EventType::SettlementCompleted,
+        EventType::PayoutRequested,
+        EventType::AuditCheckpoint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TransferPosted => "ledger.transfer.posted.v1",
+            EventType::TransferVoided => "ledger.transfer.voided.v1",
+            EventType::TransferExpired => "ledger.transfer.expired.v1",
+            EventType::SettlementCompleted => "ledger.settlement.completed.v1",
+            EventType::PayoutRequested => "ledger.payout.requested.v1",
+            EventType::AuditCheckpoint => "ledger.audit.checkpoint.v1",
+        }
+    }
+
+    /// The Kafka topic the relay publishes this type to.
+    pub fn topic(self) -> &'static str {
+        match self {
+            EventType::TransferPosted | EventType::TransferVoided | EventType::TransferExpired => "ledger.transfers.v1",
+            EventType::SettlementCompleted => "ledger.settlements.v1",
+            EventType::PayoutRequested => "ledger.payouts.v1",
+            EventType::AuditCheckpoint => "ledger.audit.checkpoint.v1",
+        }
+    }
+
+    /// The JSON Schema (draft 2020-12) of this type's payload.
+    pub fn schema(self) -> &'static str {
+        match self {
+            EventType::TransferPosted => include_str!("schemas/ledger.transfer.posted.v1.json"),
+            EventType::TransferVoided => include_str!("schemas/ledger.transfer.voided.v1.json"),
+            EventType::TransferExpired => include_str!("schemas/ledger.transfer.expired.v1.json"),
+            EventType::SettlementCompleted => include_str!("schemas/ledger.settlement.completed.v1.json"),
+            EventType::PayoutRequested => include_str!("schemas/ledger.payout.requested.v1.json"),
+            EventType::AuditCheckpoint => include_str!("schemas/ledger.audit.checkpoint.v1.json"),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// Every topic the relay publishes to.
+    pub fn topics() -> Vec<&'static str> {
+        let mut topics: Vec<&str> = EventType::ALL.iter().map(|t| t.topic()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+}
+
+/// The audit record of an event's change: its sequence number and leaf hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditRef {
+    pub seq: u64,
+    pub hash: Hash,
+}
+
+/// One event, before it has its place in the outbox.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event_type: EventType,
+    pub key: String,
+    /// What the event is about: a transfer, settlement or checkpoint; with the type, its identity.
+    pub subject: String,
+    pub payload: String,
+    pub audit: Option<AuditRef>,
+}
+
+impl NewEvent {
+    pub fn new(event_type: EventType, key: String, subject: String, payload: &impl Serialize) -> NewEvent {
+        NewEvent {
+            event_type,
+            key,
+            subject,
+            payload: serde_json::to_string(payload).expect("event payloads serialize"),
+            audit: None,
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        event_id(self.event_type, &self.subject)
+    }
+}
+
+pub fn event_id(event_type: EventType, subject: &str) -> Uuid {
+    Uuid::new_v5(
+        &EVENT_NAMESPACE,
+        format!("{}/{subject}", event_type.as_str()).as_bytes(),
+    )
+}
+
+/// The payload of the transfer events.
+#[derive(Serialize)]
+struct TransferData<'a> {
+    /// The transfer that posted or voided (or, for an expiry, the pending transfer itself).
+    transfer_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_id: Option<Uuid>,
+    debit_account_id: Uuid,
+    credit_account_id: Uuid,
+    /// Posted: the amount moved. Voided and expired: the pending amount released.
+    amount: String,
+    currency: &'static str,
+    code: u16,
+    metadata: &'a RawValue,
+    occurred_at: String,
+}
+
+fn transfer_event(
+    event_type: EventType,
+    subject: &Transfer,
+    money: &Transfer,
+    amount_minor: u64,
+    pending_id: Option<Uuid>,
+    now: Timestamp,
+) -> NewEvent {
+    let metadata = subject.metadata.to_json();
+    let metadata = RawValue::from_string(metadata).expect("metadata is stored as a JSON object");
+    let data = TransferData {
+        transfer_id: subject.id.uuid(),
+        pending_id,
+        debit_account_id: money.debit_account_id.uuid(),
+        credit_account_id: money.credit_account_id.uuid(),
+        amount: format_minor(amount_minor, money.currency),
+        currency: money.currency.code(),
+        code: subject.code,
+        metadata: &metadata,
+        occurred_at: rfc3339(now),
+    };
+    NewEvent::new(
+        event_type,
+        money.credit_account_id.uuid().to_string(),
+        subject.id.uuid().to_string(),
+        &data,
+    )
+}
+
+/// The events of one applied batch, in the order of their audit records: expiries first, then each
+/// transfer that posted or voided money. `audit_of` gives a transfer's record (its creation's, or for
+/// an expired one its expiry's).
+pub fn transfer_events(
+    ledger: &Ledger,
+    changes: &Changes,
+    now: Timestamp,
+    audit_of: impl Fn(&Transfer, bool) -> Option<AuditRef>,
+) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for (id, state) in &changes.pending_resolved {
+        if *state != PendingState::Expired {
+            continue;
+        }
+        if let Some(pending) = ledger.transfer(*id) {
+            let mut event = transfer_event(
+                EventType::TransferExpired,
+                pending,
+                pending,
+                pending.amount.minor(),
+                None,
+                now,
+            );
+            event.audit = audit_of(pending, true);
+            events.push(event);
+        }
+    }
+    for id in &changes.transfers_created {
+        let Some(transfer) = ledger.transfer(*id) else { continue };
+        let pending = transfer.pending_id.and_then(|id| ledger.transfer(id));
+        let mut event = match (transfer.kind, pending) {
+            (TransferKind::Single, _) => transfer_event(
+                EventType::TransferPosted,
+                transfer,
+                transfer,
+                transfer.amount.minor(),
+                None,
+                now,
+            ),
+            (TransferKind::PostPending, Some(pending)) => transfer_event(
+                EventType::TransferPosted,
+                transfer,
+                pending,
+                transfer.amount.minor(),
+                Some(pending.id.uuid()),
+                now,
+            ),
+            (TransferKind::VoidPending, Some(pending)) => transfer_event(
+                EventType::TransferVoided,
+                transfer,
+                pending,
+                pending.amount.minor(),
+                Some(pending.id.uuid()),
+                now,
+            ),
+            // A pending transfer moves no money until it is posted.
+            _ => continue,
+        };
+        event.audit = audit_of(transfer, false);
+        events.push(event);
+    }
+    events
+}
+
+#[derive(Serialize)]
+struct SettlementData {
+    settlement_id: Uuid,
+    account_id: Uuid,
+    currency: &'static str,
+    period_start: Option<String>,
+    cut_off: String,
+    net: String,
+    amount: String,
+    transfer_count: u64,
+    transfers_hash: String,
+    settlement_transfer_id: Option<Uuid>,
+    clearing_account_id: Uuid,
+    settled_at: String,
+}
+
+#[derive(Serialize)]
+struct PayoutData {
+    settlement_id: Uuid,
+    account_id: Uuid,
+    clearing_account_id: Uuid,
+    settlement_transfer_id: Uuid,
+    amount: String,
+    currency: &'static str,
+    cut_off: String,
+    requested_at: String,
+}
+
+/// A settlement's events: completed, and when it paid anything out, the payout request. Both keyed by
+/// the settled account.
+pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, now: Timestamp) -> Vec<NewEvent> {
+    let netting = &settlement.netting;
+    let currency = settlement.currency;
+    let net = netting.net();
+    let magnitude = u64::try_from(net.unsigned_abs()).unwrap_or(u64::MAX);
+    let net_text = match net < 0 {
+        true => format!("-{}", format_minor(magnitude, currency)),
+        false => format_minor(magnitude, currency),
+    };
+    let paid = if net > 0 { magnitude } else { 0 };
+    let time = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let key = settlement.account_id.to_string();
+    let subject = settlement.id.to_string();
+    let completed = SettlementData {
+        settlement_id: settlement.id,
+        account_id: settlement.account_id,
+        currency: currency.code(),
+        period_start: settlement.period_start.map(time),
+        cut_off: time(settlement.cut_off),
+        net: net_text,
+        amount: format_minor(paid, currency),
+        transfer_count: netting.count,
+        transfers_hash: hex::encode(netting.hash),
+        settlement_transfer_id: settlement.transfer_id,
+        clearing_account_id: settlement.clearing_account_id,
+        settled_at: rfc3339(now),
+    };
+    let mut events = vec![NewEvent::new(
+        EventType::SettlementCompleted,
+        key.clone(),
+        subject.clone(),
+        &completed,
+    )];
+    if let Some(transfer_id) = settlement.transfer_id {
+        let payout = PayoutData {
+            settlement_id: settlement.id,
+            account_id: settlement.account_id,
+            clearing_account_id: settlement.clearing_account_id,
+            settlement_transfer_id: transfer_id,
+            amount: format_minor(paid, currency),
+            currency: currency.code(),
+            cut_off: time(settlement.cut_off),
+            requested_at: rfc3339(now),
+        };
+        events.push(NewEvent::new(EventType::PayoutRequested, key, subject, &payout));
+    }
+    for event in &mut events {
+        event.audit = audit;
+    }
+    events
+}
+
+#[derive(Serialize)]
+struct CheckpointData<'a> {
+    origin: &'a str,
+    size: u64,
+    root: String,
+    /// The checkpoint as a C2SP signed note, verifiable with the log's public key.
+    note: &'a str,
+    signed_at: String,
+}
+
+/// The witness event of a signed checkpoint.
+pub fn checkpoint_event(signed: &SignedCheckpoint, at: Timestamp) -> NewEvent {
+    use base64::Engine;
+    let checkpoint = &signed.checkpoint;
+    let data = CheckpointData {
+        origin: &checkpoint.origin,
+        size: checkpoint.size,
+        root: base64::engine::general_purpose::STANDARD.encode(checkpoint.root),
+        note: &signed.note,
+        signed_at: rfc3339(at),
+    };
+    NewEvent::new(
+        EventType::AuditCheckpoint,
+        CHECKPOINT_KEY.to_string(),
+        checkpoint.size.to_string(),
+        &data,
+    )
+}
+
+/// The last per-key sequence number of each key the sequencer has seen, loaded on first use.
+#[derive(Default)]
+pub struct KeySeqs {
+    last: HashMap<String, i64>,
+}
+
+/// Most keys whose sequence numbers stay cached; the cache starts over when full.
+const KEYS_CACHED_MAX: usize = 1_000_000;
+
+impl KeySeqs {
+    /// Loads the last sequence number of each of `events`' keys not cached yet.
+    pub async fn load(&mut self, connection: &mut PgConnection, events: &[NewEvent]) -> anyhow::Result<()> {
+        let mut missing: Vec<String> = events
+            .iter()
+            .filter(|e| !self.last.contains_key(&e.key))
+            .map(|e| e.key.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if self.last.len() + missing.len() > KEYS_CACHED_MAX {
+            self.last.clear();
+        }
+        let rows = sqlx::query!(
+            r#"SELECT k.key AS "key!", COALESCE(x.key_seq, 0) AS "key_seq!"
+               FROM UNNEST($1::text[]) AS k(key)
+               LEFT JOIN LATERAL (
+                   SELECT key_seq FROM outbox WHERE outbox.key = k.key ORDER BY key_seq DESC LIMIT 1
+               ) x ON true"#,
+            &missing
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        for row in rows {
+            self.last.insert(row.key, row.key_seq);
+        }
+        Ok(())
+    }
+
+    /// The next sequence number of `key` (which [`KeySeqs::load`] has seen).
+    fn next(&mut self, key: &str) -> i64 {
+        let last = self.last.entry(key.to_string()).or_insert(0);
+        *last += 1;
+        *last
+    }
+}
+
+/// The events a batch adds to the outbox, as columns for one INSERT.
+#[derive(Default)]
+pub struct OutboxRows {
+    seqs: Vec<i64>,
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    keys: Vec<String>,
+    key_seqs: Vec<i64>,
+    subjects: Vec<String>,
+    payloads: Vec<String>,
+    audit_seqs: Vec<Option<i64>>,
+    record_hashes: Vec<Option<Vec<u8>>>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl OutboxRows {
+    /// Places `events` after event `last_seq`, numbering each key's events on from `key_seqs`.
+    pub fn build(events: Vec<NewEvent>, last_seq: i64, key_seqs: &mut KeySeqs, now: Timestamp) -> OutboxRows {
+        let mut rows = OutboxRows::default();
+        let created = to_datetime(now);
+        for (offset, event) in events.into_iter().enumerate() {
+            rows.seqs.push(last_seq + 1 + offset as i64);
+            rows.ids.push(event.id());
+            rows.types.push(event.event_type.as_str());
+            rows.key_seqs.push(key_seqs.next(&event.key));
+            rows.keys.push(event.key);
+            rows.subjects.push(event.subject);
+            rows.payloads.push(event.payload);
+            rows.audit_seqs.push(event.audit.map(|a| a.seq as i64));
+            rows.record_hashes.push(event.audit.map(|a| a.hash.to_vec()));
+            rows.created.push(created);
+        }
+        rows
+    }
+
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query!(
+            "INSERT INTO outbox (seq, id, type, key, key_seq, subject, payload, audit_seq, record_hash, created_at)
+             SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                                  $7::text[], $8::int8[], $9::bytea[], $10::timestamptz[])",
+            &self.seqs,
+            &self.ids,
+            &self.types as &[&str],
+            &self.keys,
+            &self.key_seqs,
+            &self.subjects,
+            &self.payloads,
+            &self.audit_seqs as &[Option<i64>],
+            &self.record_hashes as &[Option<Vec<u8>>],
+            &self.created,
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+}
+
+/// One stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub event_type: String,
+    pub key: String,
+    pub key_seq: i64,
+    pub subject: String,
+    pub payload: String,
+    pub audit_seq: Option<i64>,
+    pub record_hash: Option<Vec<u8>>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl StoredEvent {
+    /// The CloudEvents 1.0 attributes of the event, as Kafka headers (binary content mode), with the
+    /// extensions `partitionkey`, `sequence` (the per-key number), `auditseq` and `audithash`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("ce_specversion", "1.0".to_string()),
+            ("ce_id", self.id.to_string()),
+            ("ce_source", EVENT_SOURCE.to_string()),
+            ("ce_type", self.event_type.clone()),
+            ("ce_subject", self.subject.clone()),
+            (
+                "ce_time",
+                self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ),
+            ("content-type", "application/json".to_string()),
+            ("ce_partitionkey", self.key.clone()),
+            ("ce_sequence", self.key_seq.to_string()),
+        ];
+        if let Some(seq) = self.audit_seq {
+            headers.push(("ce_auditseq", seq.to_string()));
+        }
+        if let Some(hash) = &self.record_hash {
+            headers.push(("ce_audithash", hex::encode(hash)));
+        }
+        headers
+    }
+}
+
+/// Up to `limit` events after event `after`, in order.
+pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    Ok(sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT seq, id, type AS event_type, key, key_seq, subject, payload, audit_seq, record_hash, created_at
+           FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2"#,
+        after,
+        limit
+    )
+    .fetch_all(&mut *connection)
+    .await?)
+}
+
+/// How far events are written and delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboxPosition {
+    /// The last event written.
+    pub written: i64,
+    /// The last event the broker acknowledged (with every one before it).
+    pub delivered: i64,
+}
+
+impl OutboxPosition {
+    pub fn lag(&self) -> i64 {
+        self.written - self.delivered
+    }
+}
+
+pub async fn position(connection: &mut PgConnection) -> anyhow::Result<OutboxPosition> {
+    let row = sqlx::query!(
+        "SELECT h.event_seq, r.delivered_seq FROM ledger_head h, outbox_relay r WHERE h.id = 1 AND r.id = 1"
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(OutboxPosition {
+        written: row.event_seq,
+        delivered: row.delivered_seq,
+    })
+}
