@@ -23,6 +23,8 @@ use finledger::outbox::relay::{self, RelayConfig, RelayStatus};
 use finledger::outbox::{EventType, position};
 use finledger::store::{SequencerConfig, sequencer};
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -31,6 +33,7 @@ use support::{bench_audit, create_accounts, env_or, fresh_database, median, scal
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 1_000;
+const RAW_TOPIC: &str = "bench.raw.v1";
 
 struct Broker(Child, u16);
 
@@ -77,11 +80,11 @@ impl Drop for Broker {
     }
 }
 
-fn relay_config(broker: &Broker) -> RelayConfig {
+fn relay_config(broker: &Broker, events_committed: Arc<tokio::sync::Notify>) -> RelayConfig {
     RelayConfig {
         replication: 1,
         partitions: 6,
-        ..RelayConfig::new(broker.address())
+        ..RelayConfig::new(broker.address(), events_committed)
     }
 }
 
@@ -112,7 +115,7 @@ async fn relay_run(cluster: &LocalPostgres, broker: &Broker, name: &str, transfe
     let started = Instant::now();
     let task = tokio::spawn(relay::run(
         options.clone(),
-        relay_config(broker),
+        relay_config(broker, Arc::default()),
         status.clone(),
         stopped,
     ));
@@ -139,12 +142,19 @@ async fn raw_run(broker: &Broker, count: i64, size: usize) -> f64 {
         .set("queue.buffering.max.messages", "200000")
         .create()
         .expect("a producer");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .create()
+        .expect("an admin client");
+    let topic = NewTopic::new(RAW_TOPIC, 6, TopicReplication::Fixed(1));
+    // Created by the first run; later runs find it.
+    let _ = admin.create_topics([&topic], &AdminOptions::new()).await;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     let mut waiting = std::collections::VecDeque::new();
     for i in 0..count {
         let key = format!("{}", i % ACCOUNTS as i64);
-        let record = FutureRecord::to("bench.raw.v1").key(&key).payload(&payload);
+        let record = FutureRecord::to(RAW_TOPIC).key(&key).payload(&payload);
         waiting.push_back(producer.send_result(record).map_err(|(e, _)| e).expect("queued"));
         if waiting.len() >= 100_000 {
             waiting
@@ -161,19 +171,19 @@ async fn raw_run(broker: &Broker, count: i64, size: usize) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
-/// p50 and p99 (ms) from commit to arrival at a consumer, over `count` single transfers.
-async fn latency_run(cluster: &LocalPostgres, broker: &Broker, count: usize) -> (f64, f64) {
+/// p50 and p99 (ms) from commit to arrival at a consumer, over `count` single transfers, on a broker
+/// of its own (so the consumer has nothing older to read first).
+async fn latency_run(cluster: &LocalPostgres, count: usize) -> (f64, f64) {
+    let broker = &Broker::start();
     let options = fresh_database(cluster, "latency").await;
-    let (ledger, shutdown) = sequencer::spawn(
-        options.clone(),
-        SequencerConfig::default(),
-        bench_audit(),
-        finledger::clock::system(),
-    );
+    let config = SequencerConfig::default();
+    let events_committed = config.events_committed.clone();
+    let (ledger, shutdown) = sequencer::spawn(options.clone(), config, bench_audit(), finledger::clock::system());
     create_accounts(&ledger, ACCOUNTS).await;
     let status = Arc::new(RelayStatus::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let relay_task = tokio::spawn(relay::run(options.clone(), relay_config(broker), status, stopped));
+    let relay = relay_config(broker, events_committed);
+    let relay_task = tokio::spawn(relay::run(options.clone(), relay, status, stopped));
     let address = broker.address();
     let (arrivals_tx, arrivals_rx) = std::sync::mpsc::channel::<(String, Instant)>();
     let consumer_thread = std::thread::spawn(move || {
@@ -258,7 +268,7 @@ fn main() -> anyhow::Result<()> {
             "raw producer (median): {raw:>9.0} messages/s   relay/raw = {:.2}",
             relay / raw
         );
-        let (p50, p99) = latency_run(&cluster, &broker, latency_count).await;
+        let (p50, p99) = latency_run(&cluster, latency_count).await;
         println!("commit to broker to consumer, {latency_count} single transfers: p50 {p50:.1} ms, p99 {p99:.1} ms");
     });
     Ok(())

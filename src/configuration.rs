@@ -138,18 +138,21 @@ impl Settings {
             queue_depth_max: self.queue_depth_max as usize,
             account_cache_max: self.account_cache_max as usize,
             commit_pipeline_depth: self.commit_pipeline_depth as usize,
-            fraud: None,
+            ..SequencerConfig::default()
         }
     }
 
-    /// The outbox relay's settings, when a broker is configured.
-    pub fn relay(&self) -> Option<crate::outbox::relay::RelayConfig> {
+    /// The outbox relay's settings, when a broker is configured; `events_committed` is the sequencer's.
+    pub fn relay(
+        &self,
+        events_committed: std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<crate::outbox::relay::RelayConfig> {
         let brokers = self.kafka_brokers.clone().filter(|b| !b.trim().is_empty())?;
         Some(crate::outbox::relay::RelayConfig {
             partitions: self.kafka_partitions,
             replication: self.kafka_replication,
             alarm_events: self.outbox_alarm_events,
-            ..crate::outbox::relay::RelayConfig::new(brokers)
+            ..crate::outbox::relay::RelayConfig::new(brokers, events_committed)
         })
     }
 

@@ -149,10 +149,11 @@ impl Application {
             }),
             ..settings.sequencer()
         };
+        let events_committed = config.events_committed.clone();
         let (ledger, sequencer) = sequencer::spawn(database.options.clone(), config, audit, clock.clone());
         record_policy_set(&ledger, &authz.current()).await?;
         let relay_status = Arc::new(RelayStatus::default());
-        let relay = settings.relay().map(|config| {
+        let relay = settings.relay(events_committed).map(|config| {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(relay::run(
                 database.options.clone(),

@@ -1,5 +1,6 @@
-//! The outbox relay against a real Kafka-protocol broker (tansu, started here) and against librdkafka's
-//! mock cluster for injected produce errors: every committed event arrives, in order per key, and a
+//! The outbox relay against a real Kafka-protocol broker (tansu, started here; Apache Kafka in a
+//! container where a Docker daemon is reachable, for the test that needs no fault injection) and
+//! against librdkafka's mock cluster for injected produce errors: every committed event arrives, in order per key, and a
 //! consumer can drop duplicates by id — through a broker outage, a relay that fails, and a service
 //! killed between commit and acknowledgement.
 
@@ -15,7 +16,7 @@ use helpers::app::TestApp;
 use helpers::client::{ApiClient, Protocol, client_config};
 use helpers::events::read_all;
 use helpers::id;
-use helpers::kafka::{Broker, EventReader};
+use helpers::kafka::{AnyBroker, Broker, EventReader};
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -59,6 +60,19 @@ async fn delivered_all(reader: &ApiClient) -> i64 {
     }
 }
 
+/// Waits for the relay to deliver everything written, then reads the topics at `address` until every
+/// event in the outbox has arrived (checked on arrival: headers, schema, per-key order) and asserts
+/// that nothing else did. Returns the consumer.
+async fn everything_arrives(address: &str, reader: &ApiClient) -> EventReader {
+    let delivered = delivered_all(reader).await;
+    let expected = outbox_ids(reader).await;
+    assert_eq!(expected.len() as i64, delivered);
+    let consumer = consume(EventReader::new_at(address), expected.len()).await;
+    let arrived: HashSet<String> = consumer.kept.ids.keys().cloned().collect();
+    assert_eq!(arrived, expected);
+    consumer
+}
+
 /// The ids of every event in the outbox.
 async fn outbox_ids(reader: &ApiClient) -> HashSet<String> {
     read_all(reader, 1000)
@@ -92,7 +106,8 @@ async fn spawn_with_kafka(brokers: &str) -> (TestApp, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_committed_event_arrives_once_in_order_per_key() {
-    let broker = Broker::start();
+    let broker = AnyBroker::start().await;
+    eprintln!("broker: {}", broker.kind());
     let (app, _policies) = spawn_with_kafka(&broker.address()).await;
     let payments = app.payments();
     accounts(&payments, 5).await;
@@ -100,19 +115,8 @@ async fn every_committed_event_arrives_once_in_order_per_key() {
         batch(&payments, 1000 + chunk * 250, 250, 5).await;
     }
     let reader = app.client(PrincipalKind::Service, "payouts");
-    let delivered = delivered_all(&reader).await;
-    let expected = outbox_ids(&reader).await;
-    assert_eq!(expected.len() as i64, delivered);
-    assert!(expected.len() > 1000, "{} events", expected.len());
-
-    let mut consumer = tokio::task::spawn_blocking(move || {
-        let mut consumer = EventReader::new(&broker);
-        consumer.read_until(Duration::from_secs(60), |kept| kept.count() >= expected.len());
-        (consumer, expected)
-    });
-    let (consumer, expected) = (&mut consumer).await.unwrap();
-    let arrived: HashSet<String> = consumer.kept.ids.keys().cloned().collect();
-    assert_eq!(arrived, expected);
+    let consumer = everything_arrives(&broker.address(), &reader).await;
+    assert!(consumer.kept.count() > 1000, "{} events", consumer.kept.count());
     // Transfers are keyed by their credit account; each of the five saw its 200 in order.
     let transfers = consumer
         .arrived
@@ -161,10 +165,7 @@ async fn a_broker_outage_under_load_loses_nothing_and_transfers_go_on() {
     }
     broker.resume();
     batch(&payments, next, 50, 4).await;
-
-    let delivered = delivered_all(&reader).await;
-    let expected = outbox_ids(&reader).await;
-    assert_eq!(expected.len() as i64, delivered);
+    everything_arrives(&broker.address(), &reader).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while reader.get("/v1/events/status").await.body["relay"]["alarm"] != false {
         assert!(
@@ -173,14 +174,6 @@ async fn a_broker_outage_under_load_loses_nothing_and_transfers_go_on() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let consumer = tokio::task::spawn_blocking(move || {
-        let mut consumer = EventReader::new(&broker);
-        consumer.read_until(Duration::from_secs(60), |kept| kept.count() >= expected.len());
-        (consumer, expected)
-    });
-    let (consumer, expected) = consumer.await.unwrap();
-    let arrived: HashSet<String> = consumer.kept.ids.keys().cloned().collect();
-    assert_eq!(arrived, expected);
     app.stop().await;
 }
 
@@ -199,7 +192,7 @@ async fn produce_errors_are_retried_with_backoff_and_nothing_is_lost() {
     cluster.request_errors(RDKafkaApiKey::Produce, &refused);
     batch(&payments, 100, 60, 3).await;
     batch(&payments, 200, 60, 3).await;
-    let delivered = delivered_all(&reader).await;
+    everything_arrives(&cluster.bootstrap_servers(), &reader).await;
     let status = reader.get("/v1/events/status").await;
     assert!(
         status.body["relay"]["failures"].as_i64().unwrap() >= 1,
@@ -207,17 +200,6 @@ async fn produce_errors_are_retried_with_backoff_and_nothing_is_lost() {
         status.text
     );
     assert_eq!(status.body["relay"]["leader"], true);
-
-    let expected = outbox_ids(&reader).await;
-    assert_eq!(expected.len() as i64, delivered);
-    let mut consumer = EventReader::new_at(&cluster.bootstrap_servers());
-    let consumer = tokio::task::spawn_blocking(move || {
-        consumer.read_until(Duration::from_secs(60), |kept| kept.count() >= expected.len());
-        (consumer, expected)
-    });
-    let (consumer, expected) = consumer.await.unwrap();
-    let arrived: HashSet<String> = consumer.kept.ids.keys().cloned().collect();
-    assert_eq!(arrived, expected);
     app.stop().await;
     drop(cluster);
 }
@@ -359,4 +341,43 @@ async fn a_service_killed_before_the_broker_acknowledges_sends_again_and_consume
     )
     .unwrap();
     assert!(service.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_instances_one_relay_publishes_and_the_other_takes_over() {
+    let broker = Broker::start();
+    let (app, _policies) = spawn_with_kafka(&broker.address()).await;
+    let second = app.start_another().await;
+    let first_reader = app.client(PrincipalKind::Service, "payouts");
+    let second_reader = app.client_at(second.api_address.port(), PrincipalKind::Service, "payouts");
+    accounts(&app.payments(), 3).await;
+    delivered_all(&first_reader).await;
+    let leaders = |a: &Value, b: &Value| (a["relay"]["leader"] == true, b["relay"]["leader"] == true);
+    let (first_leads, second_leads) = leaders(
+        &first_reader.get("/v1/events/status").await.body,
+        &second_reader.get("/v1/events/status").await.body,
+    );
+    assert!(
+        first_leads != second_leads,
+        "exactly one relay leads: {first_leads} {second_leads}"
+    );
+
+    // The leader's instance stops; the other's relay takes the lock and publishes what follows.
+    let (payments, survivor) = if first_leads {
+        let payments = app.client_at(second.api_address.port(), PrincipalKind::Service, "payments");
+        let mut app = app;
+        app.application.take().unwrap().stop().await;
+        (payments, (second_reader, Some(second), app))
+    } else {
+        second.stop().await;
+        (app.payments(), (first_reader, None, app))
+    };
+    let (reader, second, app) = survivor;
+    batch(&payments, 100, 30, 3).await;
+    everything_arrives(&broker.address(), &reader).await;
+    assert_eq!(reader.get("/v1/events/status").await.body["relay"]["leader"], true);
+    if let Some(second) = second {
+        second.stop().await;
+    }
+    app.stop().await;
 }

@@ -49,12 +49,16 @@ pub struct RelayConfig {
     pub replication: i32,
     /// Further librdkafka producer settings (e.g. security), applied last.
     pub producer_settings: Vec<(String, String)>,
+    /// Woken when this instance commits events: the relay publishes them without waiting for its
+    /// next poll (events other instances commit are found by polling).
+    pub events_committed: Arc<tokio::sync::Notify>,
 }
 
 impl RelayConfig {
-    pub fn new(brokers: String) -> RelayConfig {
+    pub fn new(brokers: String, events_committed: Arc<tokio::sync::Notify>) -> RelayConfig {
         RelayConfig {
             brokers,
+            events_committed,
             chunk_events: 10_000,
             poll_interval: Duration::from_millis(50),
             backoff_min: Duration::from_millis(100),
@@ -226,8 +230,11 @@ async fn lead(
         status.written.store(here.written, Ordering::Relaxed);
         status.delivered.store(here.delivered, Ordering::Relaxed);
         if here.lag() == 0 {
-            if stopped_within(stop, config.poll_interval).await {
-                return Ok(());
+            tokio::select! {
+                () = config.events_committed.notified() => {}
+                stopped = stopped_within(stop, config.poll_interval) => if stopped {
+                    return Ok(());
+                },
             }
             continue;
         }

@@ -79,6 +79,8 @@ pub struct SequencerConfig {
     pub commit_pipeline_depth: usize,
     /// Fraud screening of every new transfer; off when `None`.
     pub fraud: Option<FraudScreening>,
+    /// Woken after every commit that wrote events (the outbox relay waits on it).
+    pub events_committed: Arc<tokio::sync::Notify>,
 }
 
 /// The ruleset every new transfer is screened with (swapped whole on activation or reload), and how
@@ -106,6 +108,7 @@ impl Default for SequencerConfig {
             account_cache_max: 1_000_000,
             commit_pipeline_depth: 3,
             fraud: None,
+            events_committed: Arc::default(),
         }
     }
 }
@@ -417,6 +420,8 @@ struct InFlight {
     created_accounts: HashSet<AccountId>,
     created_pending: HashSet<TransferId>,
     resolved_pending: HashSet<TransferId>,
+    /// The batch writes events.
+    events: bool,
     task: JoinHandle<Result<PgConnection, BatchError>>,
 }
 
@@ -804,6 +809,7 @@ impl Sequencer {
             created_accounts: changes.accounts_created.iter().copied().collect(),
             created_pending,
             resolved_pending: changes.pending_resolved.iter().map(|(id, _)| *id).collect(),
+            events: !rows.outbox.is_empty(),
             results: outcome.results,
             records,
             task: tokio::spawn(async move {
@@ -872,6 +878,9 @@ impl Sequencer {
                 for caller in batch.batch.callers {
                     let own: Vec<Receipt> = receipts.by_ref().take(caller.count).collect();
                     let _ = caller.reply.send(Ok(own));
+                }
+                if batch.events {
+                    self.config.events_committed.notify_one();
                 }
                 self.shrink_after_commit();
                 return;

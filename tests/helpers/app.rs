@@ -103,6 +103,20 @@ impl TestApp {
         self.application = Some(application);
     }
 
+    /// Another instance of the service on the same database, settings and clock (on ports of its own).
+    pub async fn start_another(&self) -> Application {
+        start(&self.arguments, &self.database, &self.clock)
+            .await
+            .expect("another instance starts")
+    }
+
+    /// A client of the instance listening on `port`, as `name`.
+    pub fn client_at(&self, port: u16, kind: PrincipalKind, name: &str) -> ApiClient {
+        let issued = self.issue_client(kind, name);
+        let identity = Some((issued.cert_pem.as_str(), issued.key_pem.as_str()));
+        ApiClient::new(port, client_config(&self.ca.cert_pem(), identity), Protocol::Http2)
+    }
+
     /// A client certificate of the test CA for `name`, by SPIFFE ID and CN.
     pub fn issue_client(&self, kind: PrincipalKind, name: &str) -> Issued {
         self.ca

@@ -190,3 +190,55 @@ impl EventReader {
         }
     }
 }
+
+/// Whether a Docker daemon answers: at DOCKER_HOST, or on the default socket.
+pub fn docker_reachable() -> bool {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) => match (host.strip_prefix("unix://"), host.strip_prefix("tcp://")) {
+            (Some(path), _) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+            (_, Some(address)) => std::net::TcpStream::connect(address).is_ok(),
+            _ => false,
+        },
+        Err(_) => std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok(),
+    }
+}
+
+/// A broker for tests that need a working Kafka and no fault injection: Apache Kafka in a container
+/// (testcontainers) where a Docker daemon is reachable, else a local tansu.
+pub enum AnyBroker {
+    Container(
+        Box<testcontainers::ContainerAsync<testcontainers_modules::kafka::apache::Kafka>>,
+        String,
+    ),
+    Local(Broker),
+}
+
+impl AnyBroker {
+    pub async fn start() -> AnyBroker {
+        use testcontainers::runners::AsyncRunner;
+        use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
+        if !docker_reachable() {
+            return AnyBroker::Local(Broker::start());
+        }
+        let container = Kafka::default().start().await.expect("starting a Kafka container");
+        let port = container
+            .get_host_port_ipv4(KAFKA_PORT)
+            .await
+            .expect("the Kafka container's port");
+        AnyBroker::Container(Box::new(container), format!("127.0.0.1:{port}"))
+    }
+
+    pub fn address(&self) -> String {
+        match self {
+            AnyBroker::Container(_, address) => address.clone(),
+            AnyBroker::Local(broker) => broker.address(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyBroker::Container(..) => "Apache Kafka (testcontainers)",
+            AnyBroker::Local(_) => "tansu (no Docker daemon reachable)",
+        }
+    }
+}
