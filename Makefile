@@ -1,10 +1,13 @@
 # finledger — quick start: `make run`, then `make test`.
-.PHONY: run build test deps bench sqlx-prepare check
+.PHONY: run build test deps test-deps bench sqlx-prepare check
 
 export SQLX_OFFLINE := true
 
 deps:
 	@scripts/install-system-deps.sh
+
+test-deps:
+	@scripts/install-system-deps.sh --tests
 
 build: deps
 	cargo build --release --bin finledger
@@ -21,7 +24,7 @@ run: build
 	./target/release/finledger serve
 
 # Everything the tests need, then the whole suite (unit, property and integration tests).
-test: deps
+test: test-deps
 	cargo test --workspace --all-targets
 
 check:
@@ -32,7 +35,7 @@ check:
 # fraud screening on, the audit log's append and offline verify rates, authorization and fraud screening
 # latency, the outbox relay's throughput and commit-to-broker latency, then the mTLS API load driver
 # (see benches/RESULTS.md).
-bench: deps
+bench: test-deps
 	cargo bench --bench ledger_throughput
 	cargo bench --bench audit_log
 	cargo bench --bench authz

@@ -11,7 +11,10 @@
 //! - `spread, fraud screening`: `spread` with every transfer screened by the shipped fraud ruleset
 //!   (policies/fraud/), its velocity threshold raised from 10 to 1,000 transfers an hour: this load
 //!   sends ~50 transfers per account within seconds, which the shipped rule would hold for review (a
-//!   different workload: pending transfers and review rows). Every other scenario screens nothing.
+//!   different workload: pending transfers and review rows). Every other scenario screens nothing;
+//! - `spread, outbox off`: `spread` without outbox events, to measure what the outbox costs.
+//!
+//! FINLEDGER_BENCH_SCENARIOS picks scenarios by letter (default `abcdef`: the six above, in order).
 //!
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
 //! Each scenario runs `REPEATS` times; the median is reported with ratios.
@@ -85,7 +88,7 @@ async fn sequencer_run(
     cluster: &LocalPostgres,
     name: &str,
     hot: bool,
-    (audit, fraud): (bool, bool),
+    (audit, fraud, outbox): (bool, bool, bool),
     settings: &Settings,
     seed: u64,
 ) -> f64 {
@@ -93,6 +96,7 @@ async fn sequencer_run(
     let config = SequencerConfig {
         commit_pipeline_depth: settings.pipeline_depth,
         fraud: fraud.then(bench_ruleset),
+        outbox,
         ..SequencerConfig::default()
     };
     let audit = if audit { bench_audit() } else { AuditMode::Off };
@@ -204,62 +208,64 @@ async fn naive_transfer(connection: &mut PgConnection, seq: i64, debit: u128, cr
 
 fn main() -> anyhow::Result<()> {
     let settings = settings();
+    let scenarios = std::env::var("FINLEDGER_BENCH_SCENARIOS").unwrap_or_else(|_| "abcdef".to_string());
     let dir = tempfile::tempdir()?;
     let cluster = LocalPostgres::start(dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (mut spread, mut hot, mut naive, mut unaudited) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut screened = Vec::new();
+    // (letter, what it is, hot account, (audit, fraud screening, outbox)); `c` is the naive baseline.
+    let runs = [
+        ('a', "spread", false, (true, false, true)),
+        ('b', "hot", true, (true, false, true)),
+        ('c', "naive", false, (true, false, true)),
+        ('d', "spread, audit off", false, (false, false, true)),
+        ('e', "spread, fraud screening", false, (true, true, true)),
+        ('f', "spread, outbox off", false, (true, false, false)),
+    ];
+    let runs: Vec<_> = runs.into_iter().filter(|run| scenarios.contains(run.0)).collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
     runtime.block_on(async {
         for repeat in 0..settings.repeats {
             let seed = repeat as u64;
-            let run = |name: &str, hot, options| {
-                let name = format!("{name}_{repeat}");
-                let (cluster, settings) = (&cluster, &settings);
-                async move { sequencer_run(cluster, &name, hot, options, settings, seed).await }
-            };
-            spread.push(run("spread", false, (true, false)).await);
-            hot.push(run("hot", true, (true, false)).await);
-            naive.push(naive_run(&cluster, &format!("naive_{repeat}"), &settings, seed).await);
-            unaudited.push(run("unaudited", false, (false, false)).await);
-            screened.push(run("screened", false, (true, true)).await);
-            eprintln!(
-                "repeat {repeat}: spread {:.0}/s, hot {:.0}/s, naive {:.0}/s, spread without audit {:.0}/s, \
-                 spread with fraud screening {:.0}/s",
-                spread[repeat], hot[repeat], naive[repeat], unaudited[repeat], screened[repeat]
-            );
+            for (index, (letter, _, hot, options)) in runs.iter().enumerate() {
+                let name = format!("{letter}_{repeat}");
+                let rate = match letter {
+                    'c' => naive_run(&cluster, &name, &settings, seed).await,
+                    _ => sequencer_run(&cluster, &name, *hot, *options, &settings, seed).await,
+                };
+                rates[index].push(rate);
+            }
+            let line: Vec<String> = runs
+                .iter()
+                .zip(&rates)
+                .map(|((letter, what, ..), rates)| format!("({letter}) {what} {:.0}/s", rates[repeat]))
+                .collect();
+            eprintln!("repeat {repeat}: {}", line.join(", "));
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let (spread, hot, naive) = (median(&mut spread), median(&mut hot), median(&mut naive));
-    let unaudited = median(&mut unaudited);
-    let screened = median(&mut screened);
     println!(
         "clients={} client_batch={} transfers={} naive_transfers={} repeats={}",
         settings.clients, settings.client_batch, settings.transfers, settings.naive_transfers, settings.repeats
     );
+    let medians: Vec<(char, f64)> = runs
+        .iter()
+        .zip(rates.iter_mut())
+        .map(|(run, rates)| (run.0, median(rates)))
+        .collect();
+    let of = |letter: char| medians.iter().find(|(l, _)| *l == letter).map(|(_, rate)| *rate);
     println!("| scenario | durable transfers/s (median) | ratio |");
     println!("|---|---:|---:|");
-    println!("| (a) spread over {ACCOUNTS} accounts | {spread:.0} | 1.00 |");
-    println!(
-        "| (b) hot account in every transfer | {hot:.0} | {:.2} of (a) |",
-        hot / spread
-    );
-    println!(
-        "| (c) naive: 1 transaction per transfer, FOR UPDATE | {naive:.0} | (a) is {:.1}x (c) |",
-        spread / naive
-    );
-    println!(
-        "| (d) spread, audit off | {unaudited:.0} | audit costs {:.1}% of (d) |",
-        (1.0 - spread / unaudited) * 100.0
-    );
-    println!(
-        "| (e) spread, fraud screening | {screened:.0} | {:.2} of (a): screening costs {:.1}% |",
-        screened / spread,
-        (1.0 - screened / spread) * 100.0
-    );
+    for ((letter, what, ..), (_, rate)) in runs.iter().zip(&medians) {
+        let ratio = match (letter, of('a')) {
+            ('a', _) | (_, None) => String::new(),
+            ('c', Some(spread)) => format!("(a) is {:.1}x (c)", spread / rate),
+            ('d' | 'f', Some(spread)) => format!("costs {:.1}% of ({letter})", (1.0 - spread / rate) * 100.0),
+            (_, Some(spread)) => format!("{:.2} of (a)", rate / spread),
+        };
+        println!("| ({letter}) {what} | {rate:.0} | {ratio} |");
+    }
     Ok(())
 }
-
 /// The shipped fraud ruleset, its velocity rule's threshold raised (see the module documentation).
 fn bench_ruleset() -> finledger::store::sequencer::FraudScreening {
     use finledger::fraud::{RULES_FILE, Ruleset};

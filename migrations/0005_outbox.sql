@@ -12,7 +12,9 @@ ALTER TABLE ledger_head ADD COLUMN event_seq bigint NOT NULL DEFAULT 0 CHECK (ev
 
 CREATE TABLE outbox (
     seq bigint PRIMARY KEY CHECK (seq > 0),
-    id uuid NOT NULL UNIQUE,
+    -- UUIDv5 of the type and subject: unique by construction (a subject is a transfer, settlement or
+    -- checkpoint, each with one event of a type), so no index is kept for it.
+    id uuid NOT NULL,
     type text NOT NULL CHECK (type ~ '^ledger(\.[a-z_]+)+\.v[0-9]+$'),
     key text NOT NULL CHECK (length(key) BETWEEN 1 AND 256),
     key_seq bigint NOT NULL CHECK (key_seq > 0),

@@ -113,30 +113,57 @@ pub struct AuditRef {
     pub hash: Hash,
 }
 
-/// One event, before it has its place in the outbox.
-#[derive(Clone, Debug)]
+/// One event, before it has its place in the outbox. Its payload is kept as data and serialized by
+/// the batch's writer task, off the single writer's path.
 pub struct NewEvent {
     pub event_type: EventType,
     pub key: String,
     /// What the event is about: a transfer, settlement or checkpoint; with the type, its identity.
     pub subject: String,
-    pub payload: String,
+    pub data: EventData,
     pub audit: Option<AuditRef>,
 }
 
 impl NewEvent {
-    pub fn new(event_type: EventType, key: String, subject: String, payload: &impl Serialize) -> NewEvent {
+    pub fn new(event_type: EventType, key: String, subject: String, data: EventData) -> NewEvent {
         NewEvent {
             event_type,
             key,
             subject,
-            payload: serde_json::to_string(payload).expect("event payloads serialize"),
+            data,
             audit: None,
         }
     }
+}
 
-    pub fn id(&self) -> Uuid {
-        event_id(self.event_type, &self.subject)
+/// An event's payload, serialized as its type's schema describes.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum EventData {
+    Transfer(TransferData),
+    Settlement(SettlementData),
+    Payout(PayoutData),
+    Checkpoint(CheckpointData),
+}
+
+/// An amount, serialized as a decimal string in its currency's scale.
+pub struct Money {
+    minor: u64,
+    currency: ledger::Currency,
+}
+
+impl Serialize for Money {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_minor(self.minor, self.currency))
+    }
+}
+
+/// A time, serialized as RFC 3339 UTC with microseconds.
+pub struct Time(Timestamp);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&rfc3339(self.0))
     }
 }
 
@@ -149,7 +176,7 @@ pub fn event_id(event_type: EventType, subject: &str) -> Uuid {
 
 /// The payload of the transfer events.
 #[derive(Serialize)]
-struct TransferData<'a> {
+pub struct TransferData {
     /// The transfer that posted or voided (or, for an expiry, the pending transfer itself).
     transfer_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,11 +184,11 @@ struct TransferData<'a> {
     debit_account_id: Uuid,
     credit_account_id: Uuid,
     /// Posted: the amount moved. Voided and expired: the pending amount released.
-    amount: String,
+    amount: Money,
     currency: &'static str,
     code: u16,
-    metadata: &'a RawValue,
-    occurred_at: String,
+    metadata: Box<RawValue>,
+    occurred_at: Time,
 }
 
 fn transfer_event(
@@ -179,17 +206,20 @@ fn transfer_event(
         pending_id,
         debit_account_id: money.debit_account_id.uuid(),
         credit_account_id: money.credit_account_id.uuid(),
-        amount: format_minor(amount_minor, money.currency),
+        amount: Money {
+            minor: amount_minor,
+            currency: money.currency,
+        },
         currency: money.currency.code(),
         code: subject.code,
-        metadata: &metadata,
-        occurred_at: rfc3339(now),
+        metadata,
+        occurred_at: Time(now),
     };
     NewEvent::new(
         event_type,
         money.credit_account_id.uuid().to_string(),
         subject.id.uuid().to_string(),
-        &data,
+        EventData::Transfer(data),
     )
 }
 
@@ -258,7 +288,7 @@ pub fn transfer_events(
 }
 
 #[derive(Serialize)]
-struct SettlementData {
+pub struct SettlementData {
     settlement_id: Uuid,
     account_id: Uuid,
     currency: &'static str,
@@ -274,7 +304,7 @@ struct SettlementData {
 }
 
 #[derive(Serialize)]
-struct PayoutData {
+pub struct PayoutData {
     settlement_id: Uuid,
     account_id: Uuid,
     clearing_account_id: Uuid,
@@ -318,7 +348,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
         EventType::SettlementCompleted,
         key.clone(),
         subject.clone(),
-        &completed,
+        EventData::Settlement(completed),
     )];
     if let Some(transfer_id) = settlement.transfer_id {
         let payout = PayoutData {
@@ -331,7 +361,12 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
             cut_off: time(settlement.cut_off),
             requested_at: rfc3339(now),
         };
-        events.push(NewEvent::new(EventType::PayoutRequested, key, subject, &payout));
+        events.push(NewEvent::new(
+            EventType::PayoutRequested,
+            key,
+            subject,
+            EventData::Payout(payout),
+        ));
     }
     for event in &mut events {
         event.audit = audit;
@@ -340,12 +375,12 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
 }
 
 #[derive(Serialize)]
-struct CheckpointData<'a> {
-    origin: &'a str,
+pub struct CheckpointData {
+    origin: String,
     size: u64,
     root: String,
     /// The checkpoint as a C2SP signed note, verifiable with the log's public key.
-    note: &'a str,
+    note: String,
     signed_at: String,
 }
 
@@ -354,17 +389,17 @@ pub fn checkpoint_event(signed: &SignedCheckpoint, at: Timestamp) -> NewEvent {
     use base64::Engine;
     let checkpoint = &signed.checkpoint;
     let data = CheckpointData {
-        origin: &checkpoint.origin,
+        origin: checkpoint.origin.clone(),
         size: checkpoint.size,
         root: base64::engine::general_purpose::STANDARD.encode(checkpoint.root),
-        note: &signed.note,
+        note: signed.note.clone(),
         signed_at: rfc3339(at),
     };
     NewEvent::new(
         EventType::AuditCheckpoint,
         CHECKPOINT_KEY.to_string(),
         checkpoint.size.to_string(),
-        &data,
+        EventData::Checkpoint(data),
     )
 }
 
@@ -421,12 +456,11 @@ impl KeySeqs {
 #[derive(Default)]
 pub struct OutboxRows {
     seqs: Vec<i64>,
-    ids: Vec<Uuid>,
-    types: Vec<&'static str>,
+    types: Vec<EventType>,
     keys: Vec<String>,
     key_seqs: Vec<i64>,
     subjects: Vec<String>,
-    payloads: Vec<String>,
+    data: Vec<EventData>,
     audit_seqs: Vec<Option<i64>>,
     record_hashes: Vec<Option<Vec<u8>>>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
@@ -439,12 +473,11 @@ impl OutboxRows {
         let created = to_datetime(now);
         for (offset, event) in events.into_iter().enumerate() {
             rows.seqs.push(last_seq + 1 + offset as i64);
-            rows.ids.push(event.id());
-            rows.types.push(event.event_type.as_str());
+            rows.types.push(event.event_type);
             rows.key_seqs.push(key_seqs.next(&event.key));
             rows.keys.push(event.key);
             rows.subjects.push(event.subject);
-            rows.payloads.push(event.payload);
+            rows.data.push(event.data);
             rows.audit_seqs.push(event.audit.map(|a| a.seq as i64));
             rows.record_hashes.push(event.audit.map(|a| a.hash.to_vec()));
             rows.created.push(created);
@@ -460,21 +493,34 @@ impl OutboxRows {
         self.seqs.is_empty()
     }
 
+    /// Inserts the events; their ids and payloads are made here, in the batch's writer task.
     pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
         if self.seqs.is_empty() {
             return Ok(());
         }
+        let ids: Vec<Uuid> = self
+            .types
+            .iter()
+            .zip(&self.subjects)
+            .map(|(event_type, subject)| event_id(*event_type, subject))
+            .collect();
+        let types: Vec<&str> = self.types.iter().map(|t| t.as_str()).collect();
+        let payloads = self
+            .data
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()?;
         sqlx::query!(
             "INSERT INTO outbox (seq, id, type, key, key_seq, subject, payload, audit_seq, record_hash, created_at)
              SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
                                   $7::text[], $8::int8[], $9::bytea[], $10::timestamptz[])",
             &self.seqs,
-            &self.ids,
-            &self.types as &[&str],
+            &ids,
+            &types as &[&str],
             &self.keys,
             &self.key_seqs,
             &self.subjects,
-            &self.payloads,
+            &payloads,
             &self.audit_seqs as &[Option<i64>],
             &self.record_hashes as &[Option<Vec<u8>>],
             &self.created,
@@ -566,4 +612,54 @@ pub async fn position(connection: &mut PgConnection) -> anyhow::Result<OutboxPos
         written: row.event_seq,
         delivered: row.delivered_seq,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_carry_their_cloudevents_attributes_as_kafka_headers() {
+        let event = StoredEvent {
+            seq: 7,
+            id: event_id(EventType::TransferPosted, "t1"),
+            event_type: EventType::TransferPosted.as_str().to_string(),
+            key: "acct".to_string(),
+            key_seq: 3,
+            subject: "t1".to_string(),
+            payload: "{}".to_string(),
+            audit_seq: Some(41),
+            record_hash: Some(vec![0xab; 32]),
+            created_at: chrono::DateTime::from_timestamp(1_800_000_000, 5_000).unwrap(),
+        };
+        let headers: HashMap<&str, String> = event.headers().into_iter().collect();
+        let expected = [
+            ("ce_specversion", "1.0".to_string()),
+            ("ce_id", event.id.to_string()),
+            ("ce_source", EVENT_SOURCE.to_string()),
+            ("ce_type", "ledger.transfer.posted.v1".to_string()),
+            ("ce_subject", "t1".to_string()),
+            ("ce_time", "2027-01-15T08:00:00.000005Z".to_string()),
+            ("content-type", "application/json".to_string()),
+            ("ce_partitionkey", "acct".to_string()),
+            ("ce_sequence", "3".to_string()),
+            ("ce_auditseq", "41".to_string()),
+            ("ce_audithash", "ab".repeat(32)),
+        ];
+        assert_eq!(headers, expected.into_iter().collect());
+        // The same change always has the same id; another type or subject another.
+        assert_eq!(event.id, event_id(EventType::TransferPosted, "t1"));
+        assert_ne!(event.id, event_id(EventType::TransferVoided, "t1"));
+        assert_ne!(event.id, event_id(EventType::TransferPosted, "t2"));
+    }
+
+    #[test]
+    fn every_event_type_has_a_topic_and_a_schema_that_compiles_as_json() {
+        for event_type in EventType::ALL {
+            assert_eq!(EventType::parse(event_type.as_str()), Some(event_type));
+            let schema: serde_json::Value = serde_json::from_str(event_type.schema()).unwrap();
+            assert_eq!(schema["title"], event_type.as_str());
+            assert!(EventType::topics().contains(&event_type.topic()));
+        }
+    }
 }

@@ -389,3 +389,24 @@ async fn stopped_within(stop: &mut watch::Receiver<bool>, wait: Duration) -> boo
         changed = stop.changed() => changed.is_err() || *stop.borrow(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum_less_up_to_half_at_random() {
+        let config = RelayConfig::new("127.0.0.1:9".to_string(), Arc::default());
+        let mut seen = std::collections::HashSet::new();
+        for failures in 1..=12u32 {
+            let full = (config.backoff_min * 2u32.pow(failures - 1)).min(config.backoff_max);
+            for _ in 0..50 {
+                let wait = backoff(&config, failures);
+                assert!(wait <= full && wait >= full / 2, "{failures}: {wait:?} of {full:?}");
+                seen.insert(wait);
+            }
+        }
+        assert!(seen.len() > 100, "the waits are not spread: {} distinct", seen.len());
+        assert!(backoff(&config, u32::MAX) <= config.backoff_max);
+    }
+}

@@ -81,6 +81,8 @@ pub struct SequencerConfig {
     pub fraud: Option<FraudScreening>,
     /// Woken after every commit that wrote events (the outbox relay waits on it).
     pub events_committed: Arc<tokio::sync::Notify>,
+    /// Events written to the outbox with every change. Off only to measure what the outbox costs.
+    pub outbox: bool,
 }
 
 /// The ruleset every new transfer is screened with (swapped whole on activation or reload), and how
@@ -109,6 +111,7 @@ impl Default for SequencerConfig {
             commit_pipeline_depth: 3,
             fraud: None,
             events_committed: Arc::default(),
+            outbox: true,
         }
     }
 }
@@ -736,13 +739,16 @@ impl Sequencer {
             audit.record_batch(&mut audit_rows, &self.ledger, commands, &outcome, &entries, now);
             audit.checkpoint(&mut audit_rows, now, false)?;
         }
-        let mut events = outbox::transfer_events(&self.ledger, &outcome.changes, now, |transfer, expired| {
-            let seqs = match expired {
-                true => &audit_rows.resolution_seqs,
-                false => &audit_rows.transfer_seqs,
-            };
-            seqs.get(&transfer.id).and_then(|seq| audit_rows.record_ref(*seq))
-        });
+        let mut events = Vec::new();
+        if self.config.outbox {
+            events = outbox::transfer_events(&self.ledger, &outcome.changes, now, |transfer, expired| {
+                let seqs = match expired {
+                    true => &audit_rows.resolution_seqs,
+                    false => &audit_rows.transfer_seqs,
+                };
+                seqs.get(&transfer.id).and_then(|seq| audit_rows.record_ref(*seq))
+            });
+        }
         let mut settlement_rows = SettlementRows::default();
         for (settlement, actor) in settlements {
             let seq = audit_rows.settlement_seqs.get(settlement.id.as_bytes()).copied();
@@ -750,7 +756,7 @@ impl Sequencer {
             let audit = seq.and_then(|seq| audit_rows.record_ref(seq));
             events.extend(outbox::settlement_events(settlement, audit, now));
         }
-        if let Some((signed, at)) = audit_rows.checkpoint() {
+        if let Some((signed, at)) = audit_rows.checkpoint().filter(|_| self.config.outbox) {
             events.push(outbox::checkpoint_event(signed, *at));
         }
         self.key_seqs.load(connection, &events).await?;

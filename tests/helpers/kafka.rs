@@ -178,6 +178,9 @@ impl EventReader {
             assert_eq!(header("ce_specversion"), "1.0");
             assert_eq!(header("content-type"), "application/json");
             assert_eq!(header("ce_partitionkey"), arrived.key);
+            assert_eq!(header("ce_source"), finledger::outbox::EVENT_SOURCE);
+            assert!(chrono::DateTime::parse_from_rfc3339(&header("ce_time")).is_ok());
+            assert!(!header("ce_subject").is_empty());
             let event_type = header("ce_type");
             assert_eq!(
                 EventType::parse(&event_type).map(EventType::topic),
