@@ -113,19 +113,20 @@ pub struct AuditRef {
     pub hash: Hash,
 }
 
-/// One event, before it has its place in the outbox. Its payload is kept as data and serialized by
-/// the batch's writer task, off the single writer's path.
+/// One event, before it has its place in the outbox. A stored payload is kept as data and serialized
+/// by the batch's writer task, off the single writer's path; a transfer event has none (see
+/// [`events_after`]).
 pub struct NewEvent {
     pub event_type: EventType,
     pub key: String,
     /// What the event is about: a transfer, settlement or checkpoint; with the type, its identity.
     pub subject: String,
-    pub data: EventData,
+    pub data: Option<EventData>,
     pub audit: Option<AuditRef>,
 }
 
 impl NewEvent {
-    pub fn new(event_type: EventType, key: String, subject: String, data: EventData) -> NewEvent {
+    pub fn new(event_type: EventType, key: String, subject: String, data: Option<EventData>) -> NewEvent {
         NewEvent {
             event_type,
             key,
@@ -191,35 +192,14 @@ pub struct TransferData {
     occurred_at: Time,
 }
 
-fn transfer_event(
-    event_type: EventType,
-    subject: &Transfer,
-    money: &Transfer,
-    amount_minor: u64,
-    pending_id: Option<Uuid>,
-    now: Timestamp,
-) -> NewEvent {
-    let metadata = subject.metadata.to_json();
-    let metadata = RawValue::from_string(metadata).expect("metadata is stored as a JSON object");
-    let data = TransferData {
-        transfer_id: subject.id.uuid(),
-        pending_id,
-        debit_account_id: money.debit_account_id.uuid(),
-        credit_account_id: money.credit_account_id.uuid(),
-        amount: Money {
-            minor: amount_minor,
-            currency: money.currency,
-        },
-        currency: money.currency.code(),
-        code: subject.code,
-        metadata,
-        occurred_at: Time(now),
-    };
+/// A transfer event: keyed by the credit account of the money it moves (`money`), about `subject`
+/// (the transfer that posted or voided it, or the expired pending transfer itself).
+fn transfer_event(event_type: EventType, subject: &Transfer, money: &Transfer) -> NewEvent {
     NewEvent::new(
         event_type,
         money.credit_account_id.uuid().to_string(),
         subject.id.uuid().to_string(),
-        EventData::Transfer(data),
+        None,
     )
 }
 
@@ -229,7 +209,6 @@ fn transfer_event(
 pub fn transfer_events(
     ledger: &Ledger,
     changes: &Changes,
-    now: Timestamp,
     audit_of: impl Fn(&Transfer, bool) -> Option<AuditRef>,
 ) -> Vec<NewEvent> {
     let mut events = Vec::new();
@@ -238,14 +217,7 @@ pub fn transfer_events(
             continue;
         }
         if let Some(pending) = ledger.transfer(*id) {
-            let mut event = transfer_event(
-                EventType::TransferExpired,
-                pending,
-                pending,
-                pending.amount.minor(),
-                None,
-                now,
-            );
+            let mut event = transfer_event(EventType::TransferExpired, pending, pending);
             event.audit = audit_of(pending, true);
             events.push(event);
         }
@@ -254,30 +226,9 @@ pub fn transfer_events(
         let Some(transfer) = ledger.transfer(*id) else { continue };
         let pending = transfer.pending_id.and_then(|id| ledger.transfer(id));
         let mut event = match (transfer.kind, pending) {
-            (TransferKind::Single, _) => transfer_event(
-                EventType::TransferPosted,
-                transfer,
-                transfer,
-                transfer.amount.minor(),
-                None,
-                now,
-            ),
-            (TransferKind::PostPending, Some(pending)) => transfer_event(
-                EventType::TransferPosted,
-                transfer,
-                pending,
-                transfer.amount.minor(),
-                Some(pending.id.uuid()),
-                now,
-            ),
-            (TransferKind::VoidPending, Some(pending)) => transfer_event(
-                EventType::TransferVoided,
-                transfer,
-                pending,
-                pending.amount.minor(),
-                Some(pending.id.uuid()),
-                now,
-            ),
+            (TransferKind::Single, _) => transfer_event(EventType::TransferPosted, transfer, transfer),
+            (TransferKind::PostPending, Some(pending)) => transfer_event(EventType::TransferPosted, transfer, pending),
+            (TransferKind::VoidPending, Some(pending)) => transfer_event(EventType::TransferVoided, transfer, pending),
             // A pending transfer moves no money until it is posted.
             _ => continue,
         };
@@ -348,7 +299,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
         EventType::SettlementCompleted,
         key.clone(),
         subject.clone(),
-        EventData::Settlement(completed),
+        Some(EventData::Settlement(completed)),
     )];
     if let Some(transfer_id) = settlement.transfer_id {
         let payout = PayoutData {
@@ -365,7 +316,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
             EventType::PayoutRequested,
             key,
             subject,
-            EventData::Payout(payout),
+            Some(EventData::Payout(payout)),
         ));
     }
     for event in &mut events {
@@ -399,7 +350,7 @@ pub fn checkpoint_event(signed: &SignedCheckpoint, at: Timestamp) -> NewEvent {
         EventType::AuditCheckpoint,
         CHECKPOINT_KEY.to_string(),
         checkpoint.size.to_string(),
-        EventData::Checkpoint(data),
+        Some(EventData::Checkpoint(data)),
     )
 }
 
@@ -460,7 +411,7 @@ pub struct OutboxRows {
     keys: Vec<String>,
     key_seqs: Vec<i64>,
     subjects: Vec<String>,
-    data: Vec<EventData>,
+    data: Vec<Option<EventData>>,
     audit_seqs: Vec<Option<i64>>,
     record_hashes: Vec<Option<Vec<u8>>>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
@@ -508,8 +459,8 @@ impl OutboxRows {
         let payloads = self
             .data
             .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<String>, _>>()?;
+            .map(|data| data.as_ref().map(serde_json::to_string).transpose())
+            .collect::<Result<Vec<Option<String>>, _>>()?;
         sqlx::query!(
             "INSERT INTO outbox (seq, id, type, key, key_seq, subject, payload, audit_seq, record_hash, created_at)
              SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
@@ -520,7 +471,7 @@ impl OutboxRows {
             &self.keys,
             &self.key_seqs,
             &self.subjects,
-            &payloads,
+            &payloads as &[Option<String>],
             &self.audit_seqs as &[Option<i64>],
             &self.record_hashes as &[Option<Vec<u8>>],
             &self.created,
@@ -574,17 +525,89 @@ impl StoredEvent {
     }
 }
 
-/// Up to `limit` events after event `after`, in order.
+/// Up to `limit` events after event `after`, in order, each with its payload.
+///
+/// Transfer events are stored without one: their payload is rendered here from the transfer row their
+/// subject names (and its pending transfer's). Those columns never change once written (a trigger
+/// refuses any update but a pending transfer's state), so every read renders the same bytes; the
+/// batch path does not write each transfer twice.
 pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
-    Ok(sqlx::query_as!(
-        StoredEvent,
-        r#"SELECT seq, id, type AS event_type, key, key_seq, subject, payload, audit_seq, record_hash, created_at
-           FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2"#,
+    let rows = sqlx::query!(
+        r#"SELECT o.seq, o.id, o.type, o.key, o.key_seq, o.subject, o.payload, o.audit_seq, o.record_hash,
+                  o.created_at, t.id AS "t_id?", t.pending_id AS "t_pending_id?",
+                  t.debit_account_id AS "t_debit?", t.credit_account_id AS "t_credit?", t.amount AS "t_amount?",
+                  t.currency AS "t_currency?", t.code AS "t_code?", t.metadata AS "t_metadata?",
+                  p.debit_account_id AS "p_debit?", p.credit_account_id AS "p_credit?", p.amount AS "p_amount?",
+                  p.currency AS "p_currency?"
+           FROM outbox o
+           LEFT JOIN LATERAL (
+               SELECT * FROM transfers
+               WHERE id = CASE WHEN o.payload IS NULL THEN o.subject::uuid END LIMIT 1
+           ) t ON true
+           LEFT JOIN LATERAL (SELECT * FROM transfers WHERE id = t.pending_id LIMIT 1) p ON true
+           WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"#,
         after,
         limit
     )
     .fetch_all(&mut *connection)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let payload = match row.payload {
+                Some(payload) => payload,
+                None => {
+                    let missing = || anyhow::anyhow!("event {} names transfer {}, which is missing", row.seq, row.subject);
+                    let (Some(id), Some(debit), Some(credit), Some(amount), Some(currency), Some(code), Some(metadata)) = (
+                        row.t_id,
+                        row.t_debit,
+                        row.t_credit,
+                        row.t_amount,
+                        row.t_currency,
+                        row.t_code,
+                        row.t_metadata,
+                    ) else {
+                        return Err(missing());
+                    };
+                    // A posting or voiding moves its pending transfer's money between its accounts.
+                    let (debit, credit, currency) = match (row.p_debit, row.p_credit, row.p_currency) {
+                        (Some(debit), Some(credit), Some(currency)) => (debit, credit, currency),
+                        _ => (debit, credit, currency),
+                    };
+                    let released = row.r#type == EventType::TransferVoided.as_str();
+                    let amount = if released { row.p_amount.ok_or_else(missing)? } else { amount };
+                    let currency = ledger::Currency::from_code(currency.trim())
+                        .map_err(|e| anyhow::anyhow!("stored transfer currency {currency}: {e}"))?;
+                    let data = TransferData {
+                        transfer_id: id,
+                        pending_id: row.t_pending_id,
+                        debit_account_id: debit,
+                        credit_account_id: credit,
+                        amount: Money {
+                            minor: u64::try_from(amount)?,
+                            currency,
+                        },
+                        currency: currency.code(),
+                        code: u16::try_from(code)?,
+                        metadata: serde_json::value::to_raw_value(&metadata)?,
+                        occurred_at: Time(crate::store::rows::to_timestamp(row.created_at)),
+                    };
+                    serde_json::to_string(&data)?
+                }
+            };
+            Ok(StoredEvent {
+                seq: row.seq,
+                id: row.id,
+                event_type: row.r#type,
+                key: row.key,
+                key_seq: row.key_seq,
+                subject: row.subject,
+                payload,
+                audit_seq: row.audit_seq,
+                record_hash: row.record_hash,
+                created_at: row.created_at,
+            })
+        })
+        .collect()
 }
 
 /// How far events are written and delivered.

@@ -741,7 +741,7 @@ impl Sequencer {
         }
         let mut events = Vec::new();
         if self.config.outbox {
-            events = outbox::transfer_events(&self.ledger, &outcome.changes, now, |transfer, expired| {
+            events = outbox::transfer_events(&self.ledger, &outcome.changes, |transfer, expired| {
                 let seqs = match expired {
                     true => &audit_rows.resolution_seqs,
                     false => &audit_rows.transfer_seqs,
