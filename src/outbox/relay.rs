@@ -216,6 +216,10 @@ async fn lead(
     status.leader.store(true, Ordering::Relaxed);
     tracing::info!("outbox relay leads");
     let producer: FutureProducer = config.client_config().create()?;
+    // Events are read on a connection of their own, so that reading the next chunk overlaps with
+    // waiting for the current one's acknowledgements.
+    let mut reader = PgConnection::connect_with(options).await?;
+    let mut prefetched: Option<Vec<StoredEvent>> = None;
     if let Err(error) = create_topics(config).await {
         // The topics may exist already, be created by the cluster's operators, or auto-created.
         tracing::warn!(error = format!("{error:#}"), "could not create the event topics");
@@ -238,9 +242,21 @@ async fn lead(
             }
             continue;
         }
-        let limit = config.chunk_events.min(here.lag() as usize) as i64;
-        let events = events_after(&mut connection, here.delivered, limit).await?;
-        let (acknowledged, error) = publish(&producer, &events).await;
+        // The chunk read while the previous one was being acknowledged, if it starts at the mark.
+        let events = match prefetched.take() {
+            Some(events) if events.first().is_some_and(|e| e.seq == here.delivered + 1) => events,
+            _ => {
+                let limit = config.chunk_events.min(here.lag() as usize) as i64;
+                events_after(&mut reader, here.delivered, limit).await?
+            }
+        };
+        let last = events.last().map_or(here.delivered, |e| e.seq);
+        // While the broker acknowledges this chunk, the next one is read (it is produced only after
+        // this one is acknowledged, so order holds through a failure).
+        let chunk = config.chunk_events as i64;
+        let ((acknowledged, error), next) =
+            tokio::join!(publish(&producer, &events), events_after(&mut reader, last, chunk));
+        prefetched = next.ok().filter(|next| !next.is_empty());
         if let Some(last) = acknowledged {
             let moved = sqlx::query(
                 "UPDATE outbox_relay SET delivered_seq = $1, delivered_at = now() WHERE id = 1 AND delivered_seq = $2",
