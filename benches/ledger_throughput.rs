@@ -25,12 +25,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use finledger::local_postgres::LocalPostgres;
-use finledger::store::sequencer;
 use finledger::store::{AuditMode, SequencerConfig};
 use ledger::{Applied, Command};
 use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
-use support::{bench_audit, create_accounts, env_or, fresh_database, median, scale, transfer_command};
+use support::{bench_audit, env_or, ledger_with_accounts, median, scale, transfer_command};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 10_000;
@@ -92,7 +91,6 @@ async fn sequencer_run(
     settings: &Settings,
     seed: u64,
 ) -> f64 {
-    let options = fresh_database(cluster, name).await;
     let config = SequencerConfig {
         commit_pipeline_depth: settings.pipeline_depth,
         fraud: fraud.then(bench_ruleset),
@@ -100,8 +98,7 @@ async fn sequencer_run(
         ..SequencerConfig::default()
     };
     let audit = if audit { bench_audit() } else { AuditMode::Off };
-    let (ledger, shutdown) = sequencer::spawn(options, config, audit, finledger::clock::system());
-    create_accounts(&ledger, ACCOUNTS).await;
+    let (_, ledger, shutdown) = ledger_with_accounts(cluster, name, config, audit, ACCOUNTS).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
     for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
@@ -134,14 +131,8 @@ async fn sequencer_run(
 
 /// The baseline: each transfer is its own transaction that locks both accounts.
 async fn naive_run(cluster: &LocalPostgres, name: &str, settings: &Settings, seed: u64) -> f64 {
-    let options = fresh_database(cluster, name).await;
-    let (ledger, shutdown) = sequencer::spawn(
-        options.clone(),
-        SequencerConfig::default(),
-        bench_audit(),
-        finledger::clock::system(),
-    );
-    create_accounts(&ledger, ACCOUNTS).await;
+    let (options, _, shutdown) =
+        ledger_with_accounts(cluster, name, SequencerConfig::default(), bench_audit(), ACCOUNTS).await;
     shutdown.drain().await;
     let pairs = Arc::new(pairs(settings.naive_transfers, false, seed));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use finledger::local_postgres::LocalPostgres;
 use finledger::outbox::relay::{self, RelayConfig, RelayStatus};
 use finledger::outbox::{EventType, position};
-use finledger::store::{SequencerConfig, sequencer};
+use finledger::store::SequencerConfig;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -29,7 +29,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{Connection, PgConnection};
-use support::{bench_audit, create_accounts, env_or, fresh_database, median, scale, transfer_command};
+use support::{bench_audit, env_or, ledger_with_accounts, median, scale, transfer_command};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 1_000;
@@ -90,14 +90,8 @@ fn relay_config(broker: &Broker, events_committed: Arc<tokio::sync::Notify>) -> 
 
 /// Commits `transfers` transfers (relay off), then drains them with the relay; events/s and count.
 async fn relay_run(cluster: &LocalPostgres, broker: &Broker, name: &str, transfers: usize) -> (f64, i64) {
-    let options = fresh_database(cluster, name).await;
-    let (ledger, shutdown) = sequencer::spawn(
-        options.clone(),
-        SequencerConfig::default(),
-        bench_audit(),
-        finledger::clock::system(),
-    );
-    create_accounts(&ledger, ACCOUNTS).await;
+    let (options, ledger, shutdown) =
+        ledger_with_accounts(cluster, name, SequencerConfig::default(), bench_audit(), ACCOUNTS).await;
     let commands: Vec<_> = (0..transfers)
         .map(|i| {
             let debit = 1 + (i as u128 % ACCOUNTS);
@@ -175,11 +169,9 @@ async fn raw_run(broker: &Broker, count: i64, size: usize) -> f64 {
 /// of its own (so the consumer has nothing older to read first).
 async fn latency_run(cluster: &LocalPostgres, count: usize) -> (f64, f64) {
     let broker = &Broker::start();
-    let options = fresh_database(cluster, "latency").await;
     let config = SequencerConfig::default();
     let events_committed = config.events_committed.clone();
-    let (ledger, shutdown) = sequencer::spawn(options.clone(), config, bench_audit(), finledger::clock::system());
-    create_accounts(&ledger, ACCOUNTS).await;
+    let (options, ledger, shutdown) = ledger_with_accounts(cluster, "latency", config, bench_audit(), ACCOUNTS).await;
     let status = Arc::new(RelayStatus::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let relay = relay_config(broker, events_committed);

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use finledger::local_postgres::LocalPostgres;
-use finledger::store::LedgerHandle;
+use finledger::store::sequencer::{self, Shutdown};
+use finledger::store::{AuditMode, LedgerHandle, SequencerConfig};
 use ledger::{AccountFlags, AccountRequest, Applied, Command, TransferRequest};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -97,4 +98,18 @@ pub fn bench_audit() -> finledger::store::AuditMode {
         signer: std::sync::Arc::new(audit::note::NoteSigner::generate("finledger.bench/audit").expect("a key")),
         checkpoint_interval: std::time::Duration::ZERO,
     }
+}
+
+/// A new database on `cluster` with a sequencer running over it and accounts 1 to `accounts` committed.
+pub async fn ledger_with_accounts(
+    cluster: &LocalPostgres,
+    name: &str,
+    config: SequencerConfig,
+    audit: AuditMode,
+    accounts: u128,
+) -> (PgConnectOptions, LedgerHandle, Shutdown) {
+    let options = fresh_database(cluster, name).await;
+    let (ledger, shutdown) = sequencer::spawn(options.clone(), config, audit, finledger::clock::system());
+    create_accounts(&ledger, accounts).await;
+    (options, ledger, shutdown)
 }
