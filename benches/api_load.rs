@@ -8,6 +8,10 @@
 //! - `batch`: `batch_clients` concurrent clients POST /v1/transfers/batch with `batch_size` transfers
 //!   each; transfers/s.
 //!
+//! Every transfer is screened by the shipped fraud rules, the velocity rule's threshold raised from 10
+//! to 100,000 transfers an hour (the load sends hundreds per account within seconds, which the shipped
+//! rule would hold for review: a different workload).
+//!
 //! Run: `cargo bench --bench api_load` (settings via FINLEDGER_BENCH_* variables below). Each scenario
 //! runs `REPEATS` times; medians are reported.
 
@@ -26,10 +30,13 @@ use finledger::startup::{Application, Database};
 use hyper::StatusCode;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{env_or, median, scale};
+use support::{env_or, median, policies_with_velocity, scale};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 1_000;
+
+/// The velocity rule's threshold for this load (see `support::rules_with_velocity`).
+const VELOCITY_PER_HOUR: u32 = 100_000;
 
 struct Load {
     clients: usize,
@@ -74,7 +81,10 @@ async fn start(cluster: &LocalPostgres, name: &str, dir: &std::path::Path) -> (A
         "--api-listen=127.0.0.1:0".to_string(),
         "--ops-listen=127.0.0.1:0".to_string(),
         format!("--data-dir={}", pki.display()),
-        format!("--policies={}/policies", env!("CARGO_MANIFEST_DIR")),
+        format!(
+            "--policies={}",
+            policies_with_velocity(&pki, VELOCITY_PER_HOUR).display()
+        ),
         "--log=warn".to_string(),
     ];
     let settings = Arguments::parse_from(arguments).settings;

@@ -113,3 +113,38 @@ pub async fn ledger_with_accounts(
     create_accounts(&ledger, accounts).await;
     (options, ledger, shutdown)
 }
+
+/// The shipped fraud rules with the velocity rule's threshold raised from 10 to `per_hour` transfers
+/// an hour: a load generator sends far more per account than any customer would, which the shipped
+/// rule would hold for review (a different workload). Every rule still runs on every transfer.
+pub fn rules_with_velocity(rules: &str, per_hour: u32) -> String {
+    let raised = rules.replace("f.debit_count_1h > 10\"", &format!("f.debit_count_1h > {per_hour}\""));
+    assert_ne!(raised, rules, "the velocity rule is where it was");
+    raised
+}
+
+/// A copy of the shipped policy directory under `dir`, its velocity rule raised (see
+/// [`rules_with_velocity`]); returns its path.
+pub fn policies_with_velocity(dir: &std::path::Path, per_hour: u32) -> std::path::PathBuf {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("creating a policy directory");
+        for entry in std::fs::read_dir(from).expect("reading the policies") {
+            let entry = entry.expect("a policy file");
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copying a policy file");
+            }
+        }
+    }
+    let policies = dir.join("policies");
+    copy(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        &policies,
+    );
+    let rules = policies.join("fraud").join("rules.toml");
+    let text = std::fs::read_to_string(&rules).expect("the shipped rules");
+    std::fs::write(&rules, rules_with_velocity(&text, per_hour)).expect("writing the rules");
+    policies
+}
