@@ -15,11 +15,11 @@ use std::sync::Arc;
 use audit::Actor;
 use chrono::{DateTime, Utc};
 use ledger::{
-    Account, AccountFlags, AccountId, AccountRequest, Applied, Command, ErrorCode, Timestamp, TransferRequest,
-    format_minor,
+    Account, AccountFlags, AccountId, AccountRequest, Applied, Command, ErrorCode, TransferRequest, format_minor,
 };
 use uuid::Uuid;
 
+use crate::api::views::rfc3339_utc;
 use crate::clock::Clock;
 use crate::store::rows::to_datetime;
 use crate::store::settlements::{NewSettlement, SettlementChange, StoredSettlement};
@@ -36,8 +36,6 @@ pub const CLEARING_OWNER: &str = "finledger";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
-    #[error("account {0} does not exist")]
-    AccountNotFound(Uuid),
     #[error("cut_off: {0} is not in the past")]
     CutOffNotPast(String),
     #[error("the account was settled up to {0}, after this cut-off; settlements go forward only")]
@@ -99,13 +97,13 @@ impl Settlements {
         }
         let now = to_datetime((self.clock)());
         if cut_off >= now {
-            return Err(SettleError::CutOffNotPast(rfc3339(cut_off)));
+            return Err(SettleError::CutOffNotPast(rfc3339_utc(cut_off)));
         }
         let previous = self.store.latest_settlement(account.id.uuid()).await?;
         if let Some(previous) = &previous
             && previous.cut_off >= cut_off
         {
-            return Err(SettleError::OutOfOrder(rfc3339(previous.cut_off)));
+            return Err(SettleError::OutOfOrder(rfc3339_utc(previous.cut_off)));
         }
         // Every batch dispatched before this one commits first; later ones are stamped after now.
         self.ledger.submit(Vec::new()).await?;
@@ -131,7 +129,7 @@ impl Settlements {
                     code: SETTLEMENT_CODE,
                     metadata: Some(serde_json::json!({
                         "settlement_id": id,
-                        "cut_off": rfc3339(cut_off),
+                        "cut_off": rfc3339_utc(cut_off),
                     })),
                     ..TransferRequest::default()
                 };
@@ -188,13 +186,15 @@ fn clearing_account(currency: ledger::Currency) -> Result<ledger::NewAccount, Se
     .map_err(SettleError::Refused)
 }
 
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+/// A settlement's net (credits minus debits, minor units) as a signed decimal string.
+pub fn format_net(net: i128, currency: ledger::Currency) -> String {
+    let magnitude = format_minor(u64::try_from(net.unsigned_abs()).unwrap_or(u64::MAX), currency);
+    if net < 0 { format!("-{magnitude}") } else { magnitude }
 }
 
-/// The timestamp type the ledger uses, for callers holding a `DateTime`.
-pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
-    Timestamp::from_micros(at.timestamp_micros())
+/// What a settlement with this net pays out: the net when positive, else nothing.
+pub fn paid_out(net: i128) -> u64 {
+    u64::try_from(net.max(0)).unwrap_or(u64::MAX)
 }
 
 /// Settles `accounts` every day at `time_utc`, with that instant as the cut-off: at start-up for the

@@ -12,10 +12,11 @@ use uuid::Uuid;
 use crate::api::access::Access;
 use crate::api::input::QueryParams;
 use crate::api::problem::{ApiError, Problem};
+use crate::api::views::rfc3339_utc;
 use crate::api::{AppState, format_cursor, page_limit, parse_cursor, read};
 use crate::authz::{Action, Resource};
 use crate::outbox::relay::RelayReport;
-use crate::outbox::{EVENT_SOURCE, StoredEvent, events_after, position};
+use crate::outbox::{EVENT_SOURCE, StoredEvent};
 
 /// The kind letter of event cursors (the last event's sequence number).
 const CURSOR_KIND: &str = "e";
@@ -64,7 +65,7 @@ impl EventView {
             r#type: event.event_type,
             source: EVENT_SOURCE,
             subject: event.subject,
-            time: event.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            time: rfc3339_utc(event.created_at),
             key: event.key,
             sequence: event.key_seq,
             audit_seq: event.audit_seq,
@@ -99,8 +100,7 @@ pub async fn list(
     access.authorize(Action::EventRead, &Resource::Events).await?;
     let limit = page_limit(query.limit)?;
     let after = parse_cursor(CURSOR_KIND, query.after.as_deref())?;
-    let mut connection = read(state.store.pool().acquire().await.map_err(Into::into))?;
-    let events = read(events_after(&mut connection, after, i64::from(limit)).await)?;
+    let events = read(state.store.events(after, i64::from(limit)).await)?;
     let has_more = events.len() == limit as usize;
     let last = events.last().map_or(after, |e| e.seq);
     let data = events.into_iter().map(EventView::new).collect::<Result<_, _>>()?;
@@ -131,8 +131,7 @@ pub struct EventStatus {
     ))]
 pub async fn status(State(state): State<AppState>, access: Access) -> Result<Json<EventStatus>, ApiError> {
     access.authorize(Action::EventRead, &Resource::Events).await?;
-    let mut connection = read(state.store.pool().acquire().await.map_err(Into::into))?;
-    let here = read(position(&mut connection).await)?;
+    let here = read(state.store.outbox_position().await)?;
     Ok(Json(EventStatus {
         written: here.written,
         delivered: here.delivered,

@@ -18,7 +18,7 @@ use crate::api::access::Access;
 use crate::api::input::{QueryParams, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::transfers::stored_facts;
-use crate::api::views::TransferView;
+use crate::api::views::{TransferView, rfc3339_utc};
 use crate::api::{AppState, execute_one, format_cursor, page_limit, parse_cursor, read, write_response};
 use crate::authz::{Action, Resource, ReviewFacts};
 use crate::store::ReviewChange;
@@ -56,7 +56,7 @@ pub struct ReviewView {
 
 impl ReviewView {
     fn new(review: StoredReview, transfer: &ledger::Transfer) -> ReviewView {
-        let time = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let time = rfc3339_utc;
         ReviewView {
             id: review.transfer_id,
             reason: review.reason,

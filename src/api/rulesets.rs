@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::api::access::Access;
 use crate::api::input::JsonBody;
 use crate::api::problem::{ApiCode, ApiError, Problem};
+use crate::api::views::{rfc3339, rfc3339_utc};
 use crate::api::{AppState, read};
 use crate::authz::{Action, Resource};
 use crate::fraud::{FEATURES_FILE, Files, RULES_FILE, Ruleset};
@@ -74,10 +75,6 @@ pub struct RulesetList {
     pub data: Vec<RulesetView>,
 }
 
-fn time(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
 fn view(stored: &StoredRuleset, active: &[u8; 32]) -> RulesetView {
     let rules = Ruleset::from_files(stored.files.iter().cloned().collect::<Files>())
         .map(|ruleset| {
@@ -105,14 +102,14 @@ fn view(stored: &StoredRuleset, active: &[u8; 32]) -> RulesetView {
         status: status.to_string(),
         proposed_by: stored.proposed_by.clone(),
         proposed_front_end: stored.proposed_front_end.clone(),
-        proposed_at: time(stored.proposed_at),
+        proposed_at: rfc3339_utc(stored.proposed_at),
         activations: stored
             .activations
             .iter()
             .map(|(by, front_end, at)| ActivationView {
                 activated_by: by.clone(),
                 front_end: front_end.clone(),
-                activated_at: time(*at),
+                activated_at: rfc3339_utc(*at),
             })
             .collect(),
         rules,
@@ -312,16 +309,11 @@ pub async fn backtest(
             })
             .await,
     )?;
-    let time = |t: ledger::Timestamp| {
-        chrono::DateTime::from_timestamp_micros(t.micros())
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .unwrap_or_default()
-    };
     Ok(Json(BacktestView {
         ruleset: candidate.hash_hex(),
         active: active.hash_hex(),
-        from: time(from),
-        to: time(to),
+        from: rfc3339(from),
+        to: rfc3339(to),
         report: run.finish(),
     }))
 }

@@ -14,9 +14,10 @@ use uuid::Uuid;
 use crate::api::access::Access;
 use crate::api::input::{JsonBody, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
+use crate::api::views::rfc3339_utc;
 use crate::api::{AppState, IDEMPOTENT_REPLAY, read};
 use crate::authz::{AccountFacts, Action, Resource};
-use crate::settlement::SettleError;
+use crate::settlement::{SettleError, format_net, paid_out};
 use crate::store::settlements::StoredSettlement;
 
 /// A settlement to run.
@@ -57,20 +58,16 @@ impl SettlementView {
     fn new(settlement: StoredSettlement) -> Result<SettlementView, ApiError> {
         let currency = Currency::from_code(settlement.currency.trim())
             .map_err(|e| ApiError::internal(anyhow::anyhow!("stored settlement currency: {e}")))?;
-        let time = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let magnitude = format_minor(settlement.net.unsigned_abs(), currency);
+        let time = rfc3339_utc;
+        let net = i128::from(settlement.net);
         Ok(SettlementView {
             id: settlement.id,
             account: settlement.account_id,
             currency: currency.code().to_string(),
             period_start: settlement.period_start.map(time),
             cut_off: time(settlement.cut_off),
-            net: if settlement.net < 0 {
-                format!("-{magnitude}")
-            } else {
-                magnitude
-            },
-            amount: format_minor(settlement.net.max(0) as u64, currency),
+            net: format_net(net, currency),
+            amount: format_minor(paid_out(net), currency),
             transfer_count: settlement.transfer_count,
             transfers_hash: hex::encode(&settlement.transfers_hash),
             transfer_id: settlement.transfer_id,
@@ -111,7 +108,6 @@ pub async fn create(
         .settle(access.actor(), &account, cut_off)
         .await
         .map_err(|error| match error {
-            SettleError::AccountNotFound(_) => ApiError::ledger(ErrorCode::AccountNotFound, Some("account")),
             SettleError::CutOffNotPast(_) => ApiError::new(ApiCode::InvalidField, error.to_string()),
             SettleError::OutOfOrder(_) => ApiError::new(ApiCode::SettlementOutOfOrder, error.to_string()),
             SettleError::Refused(code) => ApiError::ledger(code, None),

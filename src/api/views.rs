@@ -12,7 +12,12 @@ use uuid::Uuid;
 use crate::store::rows::to_datetime;
 
 pub fn rfc3339(timestamp: Timestamp) -> String {
-    to_datetime(timestamp).to_rfc3339_opts(SecondsFormat::Micros, true)
+    rfc3339_utc(to_datetime(timestamp))
+}
+
+/// A stored time as the API and events show it: RFC 3339, UTC, microseconds.
+pub fn rfc3339_utc(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::api::views::rfc3339;
+use crate::api::views::{rfc3339, rfc3339_utc};
 use crate::store::rows::to_datetime;
 use crate::store::settlements::NewSettlement;
 
@@ -272,13 +272,8 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
     let netting = &settlement.netting;
     let currency = settlement.currency;
     let net = netting.net();
-    let magnitude = u64::try_from(net.unsigned_abs()).unwrap_or(u64::MAX);
-    let net_text = match net < 0 {
-        true => format!("-{}", format_minor(magnitude, currency)),
-        false => format_minor(magnitude, currency),
-    };
-    let paid = if net > 0 { magnitude } else { 0 };
-    let time = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let paid = crate::settlement::paid_out(net);
+    let time = rfc3339_utc;
     let key = settlement.account_id.to_string();
     let subject = settlement.id.to_string();
     let completed = SettlementData {
@@ -287,7 +282,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
         currency: currency.code(),
         period_start: settlement.period_start.map(time),
         cut_off: time(settlement.cut_off),
-        net: net_text,
+        net: crate::settlement::format_net(net, currency),
         amount: format_minor(paid, currency),
         transfer_count: netting.count,
         transfers_hash: hex::encode(netting.hash),
@@ -507,10 +502,7 @@ impl StoredEvent {
             ("ce_source", EVENT_SOURCE.to_string()),
             ("ce_type", self.event_type.clone()),
             ("ce_subject", self.subject.clone()),
-            (
-                "ce_time",
-                self.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ),
+            ("ce_time", rfc3339_utc(self.created_at)),
             ("content-type", "application/json".to_string()),
             ("ce_partitionkey", self.key.clone()),
             ("ce_sequence", self.key_seq.to_string()),
@@ -610,8 +602,19 @@ pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64)
         .collect()
 }
 
+impl crate::store::Store {
+    /// Up to `limit` events after event `after`, in order (see [`events_after`]).
+    pub async fn events(&self, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+        events_after(&mut *self.pool().acquire().await?, after, limit).await
+    }
+
+    pub async fn outbox_position(&self) -> anyhow::Result<OutboxPosition> {
+        position(&mut *self.pool().acquire().await?).await
+    }
+}
+
 /// How far events are written and delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutboxPosition {
     /// The last event written.
     pub written: i64,
