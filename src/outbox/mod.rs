@@ -372,7 +372,11 @@ impl KeySeqs {
         missing.sort_unstable();
         missing.dedup();
         if self.last.len() + missing.len() > KEYS_CACHED_MAX {
+            // Starting over forgets keys this batch uses too: load all of them.
             self.last.clear();
+            missing = events.iter().map(|e| e.key.clone()).collect();
+            missing.sort_unstable();
+            missing.dedup();
         }
         let rows = sqlx::query!(
             r#"SELECT k.key AS "key!", COALESCE(x.key_seq, 0) AS "key_seq!"
@@ -392,9 +396,13 @@ impl KeySeqs {
 
     /// The next sequence number of `key` (which [`KeySeqs::load`] has seen).
     fn next(&mut self, key: &str) -> i64 {
-        let last = self.last.entry(key.to_string()).or_insert(0);
-        *last += 1;
-        *last
+        // Every key of the batch was loaded (`load`), so this finds it without allocating.
+        if let Some(last) = self.last.get_mut(key) {
+            *last += 1;
+            return *last;
+        }
+        self.last.insert(key.to_string(), 1);
+        1
     }
 }
 
