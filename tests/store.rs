@@ -375,3 +375,102 @@ async fn a_small_account_cache_still_gives_exact_balances() {
     shutdown.drain().await;
     assert_ledger_consistent(&options).await;
 }
+
+/// Events written one row each (before migration 0006) keep their seq, ids, keys and payloads, and
+/// each key's numbering goes on from where it was.
+#[tokio::test]
+async fn events_written_before_the_packed_outbox_keep_their_place_and_numbering() {
+    let cluster = shared_cluster();
+    let name = format!("test_premigration_{}", std::process::id());
+    cluster.create_database(&name).await.expect("creating a database");
+    let options = cluster.connect_options(&name);
+    let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new("migrations"))
+        .await
+        .unwrap();
+    before.migrations = before
+        .iter()
+        .filter(|m| m.version <= 5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&mut connection).await.unwrap();
+    let merchant = id(1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO accounts (id, currency, code, owner, debits_must_not_exceed_credits,
+                               credits_must_not_exceed_debits, created_at)
+         VALUES ('{merchant}', 'USD', 1, 'payments', false, false, now());
+         INSERT INTO balances (account_id) VALUES ('{merchant}');
+         INSERT INTO outbox (seq, id, type, key, key_seq, subject, payload, audit_seq, record_hash, created_at) VALUES
+           (1, gen_random_uuid(), 'ledger.settlement.completed.v1', '{merchant}', 1, 's1', '{{\"n\":1}}', 7,
+            sha256('a'), now()),
+           (2, gen_random_uuid(), 'ledger.audit.checkpoint.v1', 'audit-log', 1, '8', '{{\"n\":2}}', NULL, NULL, now()),
+           (3, gen_random_uuid(), 'ledger.payout.requested.v1', '{merchant}', 2, 's1', '{{\"n\":3}}', 7,
+            sha256('a'), now());
+         UPDATE ledger_head SET event_seq = 3;"
+    )))
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    finledger::store::migrate(&mut connection).await.unwrap();
+
+    let events = finledger::outbox::events_after(&mut connection, 0, 10).await.unwrap();
+    let seen: Vec<(i64, &str, &str, i64, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.seq,
+                e.event_type.as_str(),
+                e.key.as_str(),
+                e.key_seq,
+                e.payload.as_str(),
+            )
+        })
+        .collect();
+    let merchant_key = merchant.to_string();
+    assert_eq!(
+        seen,
+        [
+            (
+                1,
+                "ledger.settlement.completed.v1",
+                merchant_key.as_str(),
+                1,
+                r#"{"n":1}"#
+            ),
+            (2, "ledger.audit.checkpoint.v1", "audit-log", 1, r#"{"n":2}"#),
+            (3, "ledger.payout.requested.v1", merchant_key.as_str(), 2, r#"{"n":3}"#),
+        ]
+    );
+    assert_eq!(events[0].record_hash.as_deref().map(<[u8]>::len), Some(32));
+    assert_eq!(events[0].audit_seq, Some(7));
+    assert_eq!(events[1].record_hash, None);
+    for event in &events {
+        let event_type = finledger::outbox::EventType::parse(&event.event_type).unwrap();
+        assert_eq!(event.id, finledger::outbox::event_id(event_type, &event.subject));
+    }
+    // Each event alone from any cursor.
+    for after in 0..3 {
+        let one = finledger::outbox::events_after(&mut connection, after, 1)
+            .await
+            .unwrap();
+        assert_eq!(one, events[after as usize..=after as usize]);
+    }
+
+    // The merchant's next event is its third.
+    let service = TestLedger::start(options.clone(), finledger::clock::system()).await;
+    let results = service
+        .submit(vec![account(2, UNLIMITED), transfer(10, 2, 1, 500)])
+        .await;
+    assert!(all_created(&results));
+    service.stop().await;
+    let events = finledger::outbox::events_after(&mut connection, 3, 10).await.unwrap();
+    let transfer_event = events
+        .iter()
+        .find(|e| e.event_type == "ledger.transfer.posted.v1")
+        .expect("the transfer's event");
+    assert_eq!(
+        (transfer_event.seq, transfer_event.key.as_str(), transfer_event.key_seq),
+        (4, merchant_key.as_str(), 3)
+    );
+}

@@ -97,12 +97,45 @@ impl EventType {
         EventType::ALL.into_iter().find(|t| t.as_str() == text)
     }
 
+    /// The type's code in the outbox table (listed in migrations/0006_outbox_packed.sql).
+    pub fn code(self) -> i16 {
+        match self {
+            EventType::TransferPosted => 1,
+            EventType::TransferVoided => 2,
+            EventType::TransferExpired => 3,
+            EventType::SettlementCompleted => 4,
+            EventType::PayoutRequested => 5,
+            EventType::AuditCheckpoint => 6,
+        }
+    }
+
+    pub fn from_code(code: i16) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.code() == code)
+    }
+
     /// Every topic the relay publishes to.
     pub fn topics() -> Vec<&'static str> {
         let mut topics: Vec<&str> = EventType::ALL.iter().map(|t| t.topic()).collect();
         topics.sort_unstable();
         topics.dedup();
         topics
+    }
+}
+
+/// What an event's key names: an account, or the audit log. Each key's last sequence number is kept
+/// where the key lives: an account's in its balances row, the audit log's in the ledger head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    Account(Uuid),
+    AuditLog,
+}
+
+impl std::fmt::Display for EventKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventKey::Account(id) => id.fmt(f),
+            EventKey::AuditLog => f.write_str(CHECKPOINT_KEY),
+        }
     }
 }
 
@@ -118,7 +151,7 @@ pub struct AuditRef {
 /// [`events_after`]).
 pub struct NewEvent {
     pub event_type: EventType,
-    pub key: String,
+    pub key: EventKey,
     /// What the event is about: a transfer, settlement or checkpoint; with the type, its identity.
     pub subject: String,
     pub data: Option<EventData>,
@@ -126,7 +159,7 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(event_type: EventType, key: String, subject: String, data: Option<EventData>) -> NewEvent {
+    pub fn new(event_type: EventType, key: EventKey, subject: String, data: Option<EventData>) -> NewEvent {
         NewEvent {
             event_type,
             key,
@@ -197,7 +230,7 @@ pub struct TransferData {
 fn transfer_event(event_type: EventType, subject: &Transfer, money: &Transfer) -> NewEvent {
     NewEvent::new(
         event_type,
-        money.credit_account_id.uuid().to_string(),
+        EventKey::Account(money.credit_account_id.uuid()),
         subject.id.uuid().to_string(),
         None,
     )
@@ -274,7 +307,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
     let net = netting.net();
     let paid = crate::settlement::paid_out(net);
     let time = rfc3339_utc;
-    let key = settlement.account_id.to_string();
+    let key = EventKey::Account(settlement.account_id);
     let subject = settlement.id.to_string();
     let completed = SettlementData {
         settlement_id: settlement.id,
@@ -292,7 +325,7 @@ pub fn settlement_events(settlement: &NewSettlement, audit: Option<AuditRef>, no
     };
     let mut events = vec![NewEvent::new(
         EventType::SettlementCompleted,
-        key.clone(),
+        key,
         subject.clone(),
         Some(EventData::Settlement(completed)),
     )];
@@ -343,7 +376,7 @@ pub fn checkpoint_event(signed: &SignedCheckpoint, at: Timestamp) -> NewEvent {
     };
     NewEvent::new(
         EventType::AuditCheckpoint,
-        CHECKPOINT_KEY.to_string(),
+        EventKey::AuditLog,
         checkpoint.size.to_string(),
         Some(EventData::Checkpoint(data)),
     )
@@ -352,132 +385,146 @@ pub fn checkpoint_event(signed: &SignedCheckpoint, at: Timestamp) -> NewEvent {
 /// The last per-key sequence number of each key the sequencer has seen, loaded on first use.
 #[derive(Default)]
 pub struct KeySeqs {
-    last: HashMap<String, i64>,
+    accounts: HashMap<Uuid, i64>,
+    audit_log: Option<i64>,
 }
 
-/// Most keys whose sequence numbers stay cached; the cache starts over when full.
+/// Most accounts whose sequence numbers stay cached; the cache starts over when full.
 const KEYS_CACHED_MAX: usize = 1_000_000;
 
 impl KeySeqs {
     /// Loads the last sequence number of each of `events`' keys not cached yet.
     pub async fn load(&mut self, connection: &mut PgConnection, events: &[NewEvent]) -> anyhow::Result<()> {
-        let mut missing: Vec<String> = events
-            .iter()
-            .filter(|e| !self.last.contains_key(&e.key))
-            .map(|e| e.key.clone())
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        if self.last.len() + missing.len() > KEYS_CACHED_MAX {
+        let accounts = |all: bool, cached: &HashMap<Uuid, i64>| {
+            let mut ids: Vec<Uuid> = events
+                .iter()
+                .filter_map(|e| match e.key {
+                    EventKey::Account(id) if all || !cached.contains_key(&id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut missing = accounts(false, &self.accounts);
+        if self.accounts.len() + missing.len() > KEYS_CACHED_MAX {
             // Starting over forgets keys this batch uses too: load all of them.
-            self.last.clear();
-            missing = events.iter().map(|e| e.key.clone()).collect();
-            missing.sort_unstable();
-            missing.dedup();
+            self.accounts.clear();
+            missing = accounts(true, &self.accounts);
         }
-        let rows = sqlx::query!(
-            r#"SELECT k.key AS "key!", COALESCE(x.key_seq, 0) AS "key_seq!"
-               FROM UNNEST($1::text[]) AS k(key)
-               LEFT JOIN LATERAL (
-                   SELECT key_seq FROM outbox WHERE outbox.key = k.key ORDER BY key_seq DESC LIMIT 1
-               ) x ON true"#,
-            &missing
-        )
-        .fetch_all(&mut *connection)
-        .await?;
-        for row in rows {
-            self.last.insert(row.key, row.key_seq);
+        if !missing.is_empty() {
+            // An account created in this batch has no balances row yet, and no events.
+            let rows = sqlx::query!(
+                r#"SELECT k.id AS "id!", COALESCE(b.event_seq, 0) AS "event_seq!"
+                   FROM UNNEST($1::uuid[]) AS k(id)
+                   LEFT JOIN LATERAL (SELECT event_seq FROM balances WHERE account_id = k.id LIMIT 1) b ON true"#,
+                &missing
+            )
+            .fetch_all(&mut *connection)
+            .await?;
+            self.accounts
+                .extend(rows.into_iter().map(|row| (row.id, row.event_seq)));
+        }
+        if self.audit_log.is_none() && events.iter().any(|e| e.key == EventKey::AuditLog) {
+            let last = sqlx::query_scalar!("SELECT audit_log_event_seq FROM ledger_head WHERE id = 1")
+                .fetch_one(&mut *connection)
+                .await?;
+            self.audit_log = Some(last);
         }
         Ok(())
     }
 
     /// The next sequence number of `key` (which [`KeySeqs::load`] has seen).
-    fn next(&mut self, key: &str) -> i64 {
-        // Every key of the batch was loaded (`load`), so this finds it without allocating.
-        if let Some(last) = self.last.get_mut(key) {
-            *last += 1;
-            return *last;
-        }
-        self.last.insert(key.to_string(), 1);
-        1
+    fn next(&mut self, key: EventKey) -> i64 {
+        let last = match key {
+            EventKey::Account(id) => self.accounts.entry(id).or_insert(0),
+            EventKey::AuditLog => self.audit_log.get_or_insert(0),
+        };
+        *last += 1;
+        *last
     }
 }
 
-/// The events a batch adds to the outbox, as columns for one INSERT.
+/// The events a batch adds to the outbox, as the arrays of its one row.
 #[derive(Default)]
 pub struct OutboxRows {
-    seqs: Vec<i64>,
+    first_seq: i64,
     types: Vec<EventType>,
-    keys: Vec<String>,
+    keys: Vec<EventKey>,
     key_seqs: Vec<i64>,
     subjects: Vec<String>,
     data: Vec<Option<EventData>>,
     audit_seqs: Vec<Option<i64>>,
     record_hashes: Vec<Option<Vec<u8>>>,
-    created: Vec<chrono::DateTime<chrono::Utc>>,
+    created: chrono::DateTime<chrono::Utc>,
+    /// Each account key's last sequence number after this batch, for its balances row.
+    pub(crate) account_seqs: Vec<(Uuid, i64)>,
+    /// The audit log key's last sequence number, when this batch has a checkpoint event.
+    pub(crate) audit_log_seq: Option<i64>,
 }
 
 impl OutboxRows {
     /// Places `events` after event `last_seq`, numbering each key's events on from `key_seqs`.
     pub fn build(events: Vec<NewEvent>, last_seq: i64, key_seqs: &mut KeySeqs, now: Timestamp) -> OutboxRows {
-        let mut rows = OutboxRows::default();
-        let created = to_datetime(now);
-        for (offset, event) in events.into_iter().enumerate() {
-            rows.seqs.push(last_seq + 1 + offset as i64);
+        let mut rows = OutboxRows {
+            first_seq: last_seq + 1,
+            created: to_datetime(now),
+            ..OutboxRows::default()
+        };
+        let mut account_seqs = HashMap::new();
+        for event in events {
+            let key_seq = key_seqs.next(event.key);
+            match event.key {
+                EventKey::Account(id) => {
+                    account_seqs.insert(id, key_seq);
+                }
+                EventKey::AuditLog => rows.audit_log_seq = Some(key_seq),
+            }
             rows.types.push(event.event_type);
-            rows.key_seqs.push(key_seqs.next(&event.key));
+            rows.key_seqs.push(key_seq);
             rows.keys.push(event.key);
             rows.subjects.push(event.subject);
             rows.data.push(event.data);
             rows.audit_seqs.push(event.audit.map(|a| a.seq as i64));
             rows.record_hashes.push(event.audit.map(|a| a.hash.to_vec()));
-            rows.created.push(created);
         }
+        rows.account_seqs = account_seqs.into_iter().collect();
         rows
     }
 
     pub fn len(&self) -> usize {
-        self.seqs.len()
+        self.types.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.seqs.is_empty()
+        self.types.is_empty()
     }
 
-    /// Inserts the events; their ids and payloads are made here, in the batch's writer task.
+    /// Inserts the batch's row; keys and payloads are rendered here, in the batch's writer task.
     pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
-        if self.seqs.is_empty() {
+        if self.types.is_empty() {
             return Ok(());
         }
-        let ids: Vec<Uuid> = self
-            .types
-            .iter()
-            .zip(&self.subjects)
-            .map(|(event_type, subject)| event_id(*event_type, subject))
-            .collect();
-        let types: Vec<&str> = self.types.iter().map(|t| t.as_str()).collect();
+        let types: Vec<i16> = self.types.iter().map(|t| t.code()).collect();
+        let keys: Vec<String> = self.keys.iter().map(EventKey::to_string).collect();
         let payloads = self
             .data
             .iter()
             .map(|data| data.as_ref().map(serde_json::to_string).transpose())
             .collect::<Result<Vec<Option<String>>, _>>()?;
         sqlx::query!(
-            "INSERT INTO outbox (seq, id, type, key, key_seq, subject, payload, audit_seq, record_hash, created_at)
-             SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
-                                  $7::text[], $8::int8[], $9::bytea[], $10::timestamptz[])",
-            &self.seqs,
-            &ids,
-            &types as &[&str],
-            &self.keys,
+            "INSERT INTO outbox (first_seq, types, keys, key_seqs, subjects, payloads, audit_seqs, record_hashes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            self.first_seq,
+            &types,
+            &keys,
             &self.key_seqs,
             &self.subjects,
             &payloads as &[Option<String>],
             &self.audit_seqs as &[Option<i64>],
             &self.record_hashes as &[Option<Vec<u8>>],
-            &self.created,
+            self.created,
         )
         .execute(&mut *connection)
         .await?;
@@ -532,27 +579,41 @@ impl StoredEvent {
 /// refuses any update but a pending transfer's state), so every read renders the same bytes; the
 /// batch path does not write each transfer twice.
 pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64) -> anyhow::Result<Vec<StoredEvent>> {
+    // A batch's events are one row (migrations/0006_outbox_packed.sql): start at the row holding event
+    // `after + 1` and stop at the row holding event `after + limit`, unnesting only those.
+    let after = after.clamp(0, i64::MAX - 1);
+    let last = after.saturating_add(limit.max(0));
     let rows = sqlx::query!(
-        r#"SELECT o.seq, o.id, o.type, o.key, o.key_seq, o.subject, o.payload, o.audit_seq, o.record_hash,
-                  o.created_at, t.id AS "t_id?", t.pending_id AS "t_pending_id?",
+        r#"SELECT o.first_seq + e.ord - 1 AS "seq!", e.type AS "type!", e.key AS "key!", e.key_seq AS "key_seq!",
+                  e.subject AS "subject!", e.payload AS "payload?", e.audit_seq AS "audit_seq?",
+                  e.record_hash AS "record_hash?", o.created_at, t.id AS "t_id?", t.pending_id AS "t_pending_id?",
                   t.debit_account_id AS "t_debit?", t.credit_account_id AS "t_credit?", t.amount AS "t_amount?",
                   t.currency AS "t_currency?", t.code AS "t_code?", t.metadata AS "t_metadata?",
                   p.debit_account_id AS "p_debit?", p.credit_account_id AS "p_credit?", p.amount AS "p_amount?",
                   p.currency AS "p_currency?"
            FROM outbox o
+           CROSS JOIN LATERAL unnest(o.types, o.keys, o.key_seqs, o.subjects, o.payloads, o.audit_seqs,
+                                     o.record_hashes)
+                WITH ORDINALITY AS e(type, key, key_seq, subject, payload, audit_seq, record_hash, ord)
            LEFT JOIN LATERAL (
                SELECT * FROM transfers
-               WHERE id = CASE WHEN o.payload IS NULL THEN o.subject::uuid END LIMIT 1
+               WHERE id = CASE WHEN e.payload IS NULL THEN e.subject::uuid END LIMIT 1
            ) t ON true
            LEFT JOIN LATERAL (SELECT * FROM transfers WHERE id = t.pending_id LIMIT 1) p ON true
-           WHERE o.seq > $1 ORDER BY o.seq LIMIT $2"#,
+           WHERE o.first_seq >= COALESCE(
+                     (SELECT first_seq FROM outbox WHERE first_seq <= $1::int8 + 1 ORDER BY first_seq DESC LIMIT 1), 1)
+             AND o.first_seq <= $2
+             AND o.first_seq + e.ord - 1 > $1 AND o.first_seq + e.ord - 1 <= $2
+           ORDER BY 1"#,
         after,
-        limit
+        last
     )
     .fetch_all(&mut *connection)
     .await?;
     rows.into_iter()
         .map(|row| {
+            let event_type = EventType::from_code(row.r#type)
+                .ok_or_else(|| anyhow::anyhow!("event {} has the unknown type code {}", row.seq, row.r#type))?;
             let payload = match row.payload {
                 Some(payload) => payload,
                 None => {
@@ -573,7 +634,7 @@ pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64)
                         (Some(debit), Some(credit), Some(currency)) => (debit, credit, currency),
                         _ => (debit, credit, currency),
                     };
-                    let released = row.r#type == EventType::TransferVoided.as_str();
+                    let released = event_type == EventType::TransferVoided;
                     let amount = if released { row.p_amount.ok_or_else(missing)? } else { amount };
                     let currency = ledger::Currency::from_code(currency.trim())
                         .map_err(|e| anyhow::anyhow!("stored transfer currency {currency}: {e}"))?;
@@ -596,8 +657,8 @@ pub async fn events_after(connection: &mut PgConnection, after: i64, limit: i64)
             };
             Ok(StoredEvent {
                 seq: row.seq,
-                id: row.id,
-                event_type: row.r#type,
+                id: event_id(event_type, &row.subject),
+                event_type: event_type.as_str().to_string(),
                 key: row.key,
                 key_seq: row.key_seq,
                 subject: row.subject,
@@ -651,6 +712,17 @@ pub async fn position(connection: &mut PgConnection) -> anyhow::Result<OutboxPos
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_codes_are_the_ones_the_outbox_table_admits() {
+        let codes: Vec<i16> = EventType::ALL.iter().map(|t| t.code()).collect();
+        assert_eq!(codes, [1, 2, 3, 4, 5, 6], "migrations/0006_outbox_packed.sql lists them");
+        for event_type in EventType::ALL {
+            assert_eq!(EventType::from_code(event_type.code()), Some(event_type));
+        }
+        assert_eq!(EventType::from_code(0), None);
+        assert_eq!(EventType::from_code(7), None);
+    }
 
     #[test]
     fn events_carry_their_cloudevents_attributes_as_kafka_headers() {

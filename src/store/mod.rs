@@ -513,6 +513,12 @@ impl BatchRows {
         }
     }
 
+    /// The batch's events; each account key's new last sequence number goes into its balances row.
+    pub fn set_outbox(&mut self, outbox: OutboxRows) {
+        self.balances.set_event_seqs(&outbox.account_seqs);
+        self.outbox = outbox;
+    }
+
     /// Inserts the batch's new rows (accounts and transfers). No other batch writes these rows, so
     /// this part can run while an earlier batch is still committing.
     pub async fn insert_new(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
@@ -724,6 +730,8 @@ struct BalanceColumns {
     credits_posted: Vec<i64>,
     debits_pending: Vec<i64>,
     credits_pending: Vec<i64>,
+    /// The account's last event sequence number after this batch, or 0 when it has no event in it.
+    event_seqs: Vec<i64>,
 }
 
 impl BalanceColumns {
@@ -735,8 +743,42 @@ impl BalanceColumns {
             columns.credits_posted.push(delta.credits_posted);
             columns.debits_pending.push(delta.debits_pending);
             columns.credits_pending.push(delta.credits_pending);
+            columns.event_seqs.push(0);
         }
         columns
+    }
+
+    /// Sets each account's last event sequence number; an account whose balances do not change (a
+    /// settlement that paid nothing out) gets a row with no change but that.
+    fn set_event_seqs(&mut self, seqs: &[(Uuid, i64)]) {
+        let mut unchanged = Vec::new();
+        for (id, seq) in seqs {
+            match self.ids.binary_search(id) {
+                Ok(at) => self.event_seqs[at] = *seq,
+                Err(_) => unchanged.push((*id, *seq)),
+            }
+        }
+        if unchanged.is_empty() {
+            return;
+        }
+        for (id, seq) in unchanged {
+            self.ids.push(id);
+            self.debits_posted.push(0);
+            self.credits_posted.push(0);
+            self.debits_pending.push(0);
+            self.credits_pending.push(0);
+            self.event_seqs.push(seq);
+        }
+        // Back into account id order.
+        let mut order: Vec<usize> = (0..self.ids.len()).collect();
+        order.sort_by_key(|at| self.ids[*at]);
+        let reorder = |column: &mut Vec<i64>| *column = order.iter().map(|at| column[*at]).collect();
+        reorder(&mut self.debits_posted);
+        reorder(&mut self.credits_posted);
+        reorder(&mut self.debits_pending);
+        reorder(&mut self.credits_pending);
+        reorder(&mut self.event_seqs);
+        self.ids = order.iter().map(|at| self.ids[*at]).collect();
     }
 
     async fn update(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
@@ -744,18 +786,22 @@ impl BalanceColumns {
             return Ok(());
         }
         // Increments, not absolute values: even a stale cache could not make debits and credits
-        // disagree, and the table's CHECKs refuse any result that breaks a limit.
+        // disagree, and the table's CHECKs refuse any result that breaks a limit. An event sequence
+        // number only moves forward.
         let updated = sqlx::query!(
             "UPDATE balances b
              SET debits_posted = b.debits_posted + d.dp, credits_posted = b.credits_posted + d.cp,
-                 debits_pending = b.debits_pending + d.dpn, credits_pending = b.credits_pending + d.cpn
-             FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS d(id, dp, cp, dpn, cpn)
+                 debits_pending = b.debits_pending + d.dpn, credits_pending = b.credits_pending + d.cpn,
+                 event_seq = GREATEST(b.event_seq, d.es)
+             FROM UNNEST($1::uuid[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+                  AS d(id, dp, cp, dpn, cpn, es)
              WHERE b.account_id = d.id",
             &self.ids,
             &self.debits_posted,
             &self.credits_posted,
             &self.debits_pending,
             &self.credits_pending,
+            &self.event_seqs,
         )
         .execute(&mut *connection)
         .await?;

@@ -769,7 +769,7 @@ impl Sequencer {
             review_rows,
         );
         rows.rulesets = ruleset_rows;
-        rows.outbox = outbox_rows;
+        rows.set_outbox(outbox_rows);
         rows.settlements = settlement_rows;
         let next = if outcome.changes.is_empty() && rows.audit.records() == 0 && rows.outbox.is_empty() {
             expected
@@ -1063,7 +1063,8 @@ async fn write_and_commit(
     // Locked last: the check orders this batch after any other instance's commits too. The update
     // matches only the head this batch was computed on; a head another writer moved is a lost race.
     let moved = sqlx::query!(
-        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3, event_seq = $4
+        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3, event_seq = $4,
+                                audit_log_event_seq = GREATEST(audit_log_event_seq, $9)
          WHERE id = 1 AND batch_seq = $5 AND transfer_seq = $6 AND audit_size = $7 AND event_seq = $8",
         next.batch_seq,
         next.transfer_seq,
@@ -1072,7 +1073,8 @@ async fn write_and_commit(
         expected.batch_seq,
         expected.transfer_seq,
         expected.audit_size,
-        expected.event_seq
+        expected.event_seq,
+        rows.outbox.audit_log_seq.unwrap_or(0),
     )
     .execute(&mut *connection)
     .await?;
