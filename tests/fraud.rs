@@ -179,6 +179,39 @@ async fn a_review_holds_the_transfer_until_a_fraud_analyst_approves_or_rejects_i
     app.stop().await;
 }
 
+/// A held transfer nobody decides expires after the configured hold: its money returns, its review
+/// says expired and can no longer be approved.
+#[tokio::test]
+async fn a_held_transfer_expires_after_the_configured_hold() {
+    let app = TestApp::spawn_with(&["--hold-timeout-s", "600"]).await;
+    let payments = app.payments();
+    create_accounts(&payments, &[&id(1), &id(2)]).await;
+    let held = payments
+        .post("/v1/transfers", &transfer(10, &id(1), &id(2), "6000.00"))
+        .await;
+    assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.text);
+    assert_eq!(held.body["pending"]["timeout_s"], 600, "{}", held.text);
+    let review = format!("/v1/reviews/{}", id(10));
+    // Console tokens are short-lived: each is minted at the clock's time of use.
+    let analyst = || app.console_for("analyst-a", true);
+
+    app.clock.advance_s(599);
+    create_accounts(&payments, &[&id(3)]).await;
+    assert_eq!(analyst().get(&review).await.body["status"], "open");
+    app.clock.advance_s(2);
+    // The next batch expires it.
+    create_accounts(&payments, &[&id(4)]).await;
+    let expired = analyst().get(&review).await;
+    assert_eq!(expired.body["status"], "expired", "{}", expired.text);
+    let approve = analyst().post(&format!("{review}/approve"), &json!({})).await;
+    assert_eq!(approve.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", approve.text);
+    assert_eq!(approve.body["code"], "pending_transfer_expired", "{}", approve.text);
+    let balances = payments.get(&format!("/v1/accounts/{}/balances", id(1))).await;
+    assert_eq!(balances.body["balances"]["debits_pending"], "0.00", "{}", balances.text);
+    assert_eq!(balances.body["balances"]["debits_posted"], "0.00");
+    app.stop().await;
+}
+
 /// The analysts' queue: open reviews by default, filtered by status and reason, paginated, and only
 /// what the caller may read.
 #[tokio::test]

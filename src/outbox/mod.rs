@@ -716,7 +716,11 @@ mod tests {
     #[test]
     fn type_codes_are_the_ones_the_outbox_table_admits() {
         let codes: Vec<i16> = EventType::ALL.iter().map(|t| t.code()).collect();
-        assert_eq!(codes, [1, 2, 3, 4, 5, 6], "migrations/0006_outbox_packed.sql lists them");
+        assert_eq!(
+            codes,
+            [1, 2, 3, 4, 5, 6],
+            "migrations/0006_outbox_packed.sql lists them"
+        );
         for event_type in EventType::ALL {
             assert_eq!(EventType::from_code(event_type.code()), Some(event_type));
         }
