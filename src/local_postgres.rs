@@ -38,6 +38,11 @@ const SERVER_SETTINGS: &[(&str, &str)] = &[
     ("wal_buffers", "64MB"),
     ("max_wal_size", "8GB"),
     ("checkpoint_timeout", "30min"),
+    // A new WAL segment is otherwise written full of zeros before use: with max_wal_size this large, a
+    // busy cluster creates new segments for gigabytes before it recycles any, and the zeroing cost ~10%
+    // of CPU under batch load (perf: XLogFileInit). Without it a segment is sized by its last byte;
+    // the WAL's fsync on commit still makes every acknowledged write durable.
+    ("wal_init_zero", "off"),
     ("max_connections", "300"),
     ("log_min_messages", "warning"),
 ];
