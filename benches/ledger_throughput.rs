@@ -98,7 +98,7 @@ async fn sequencer_run(
         ..SequencerConfig::default()
     };
     let audit = if audit { bench_audit() } else { AuditMode::Off };
-    let (_, ledger, shutdown) = ledger_with_accounts(cluster, name, config, audit, ACCOUNTS).await;
+    let (options, ledger, shutdown) = ledger_with_accounts(cluster, name, config, audit, ACCOUNTS).await;
     let pairs = pairs(settings.transfers, hot, seed);
     let mut per_client: Vec<Vec<Vec<Command>>> = vec![Vec::new(); settings.clients];
     for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
@@ -126,6 +126,14 @@ async fn sequencer_run(
     }
     let elapsed = started.elapsed();
     shutdown.drain().await;
+    let mut connection = PgConnection::connect_with(&options).await.expect("connecting");
+    let unfolded: i64 = sqlx::query_scalar(
+        "SELECT (SELECT transfer_seq FROM ledger_head) - (SELECT folded_seq FROM account_history_head)",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("reading the heads");
+    eprintln!("{name}: {unfolded} transfers not yet folded into account history at the end");
     settings.transfers as f64 / elapsed.as_secs_f64()
 }
 

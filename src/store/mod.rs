@@ -5,6 +5,7 @@
 //! [`Changes`] with one statement per table (UNNEST arrays).
 
 pub mod audit;
+pub mod history;
 pub mod reviews;
 pub mod rows;
 pub mod rulesets;
@@ -14,7 +15,8 @@ pub mod settlements;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use ledger::{Account, AccountId, Balances, Changes, Ledger, Timestamp, Transfer, TransferId};
+use history::AccountHistory;
+use ledger::{Account, AccountId, Balances, Changes, Ledger, Timestamp, Transfer, TransferId, TransferKind};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -138,63 +140,57 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> anyhow::Result<Vec<(i64, Transfer)>> {
-        let rows = sqlx::query_as!(
-            TransferRow,
-            r#"SELECT seq AS "seq!", id AS "id!", kind AS "kind!", linked AS "linked!",
-                      debit_account_id AS "debit_account_id!", credit_account_id AS "credit_account_id!",
-                      amount AS "amount!", currency AS "currency!", code AS "code!", pending_id, timeout_s,
-                      expires_at, state, metadata AS "metadata!", created_at AS "created_at!"
-               FROM (
-                   (SELECT * FROM transfers WHERE debit_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)
-                   UNION ALL
-                   (SELECT * FROM transfers WHERE credit_account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3)
-               ) page
-               ORDER BY seq LIMIT $3"#,
-            account.uuid(),
-            after_seq,
-            i64::from(limit)
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| Ok((row.seq, Transfer::try_from(row)?)))
-            .collect()
+        let mut snapshot = history::snapshot(&self.pool).await?;
+        let mut history = AccountHistory::open(&mut snapshot, account, after_seq).await?;
+        history.next_transfers(&mut snapshot, limit as usize).await
     }
 
     /// An account's balances as they stood at `at`: transfers created by then, with pending transfers
-    /// that were neither posted, voided nor past their deadline by then.
+    /// that were neither posted, voided nor past their deadline by then. Walks the whole history.
     pub async fn balances_as_of(&self, account: AccountId, at: Timestamp) -> anyhow::Result<Balances> {
-        let row = sqlx::query!(
-            r#"WITH movements AS (
-                   SELECT true AS debit, kind, amount, id, expires_at FROM transfers
-                   WHERE debit_account_id = $1 AND created_at <= $2
-                   UNION ALL
-                   SELECT false, kind, amount, id, expires_at FROM transfers
-                   WHERE credit_account_id = $1 AND created_at <= $2
-               ), counted AS (
-                   SELECT debit, kind, amount FROM movements m
-                   WHERE kind IN ('single', 'post_pending')
-                      OR (kind = 'pending' AND m.expires_at > $2 AND NOT EXISTS (
-                              SELECT 1 FROM transfers r WHERE r.pending_id = m.id AND r.created_at <= $2))
-               )
-               SELECT
-                   COALESCE(SUM(amount) FILTER (WHERE debit AND kind <> 'pending'), 0)::bigint AS "debits_posted!",
-                   COALESCE(SUM(amount) FILTER (WHERE NOT debit AND kind <> 'pending'), 0)::bigint AS "credits_posted!",
-                   COALESCE(SUM(amount) FILTER (WHERE debit AND kind = 'pending'), 0)::bigint AS "debits_pending!",
-                   COALESCE(SUM(amount) FILTER (WHERE NOT debit AND kind = 'pending'), 0)::bigint AS "credits_pending!"
-               FROM counted"#,
-            account.uuid(),
-            to_datetime(at)
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        let unsigned = |value: i64| u64::try_from(value).map_err(|_| anyhow::anyhow!("a negative balance sum"));
-        Ok(Balances {
-            debits_posted: unsigned(row.debits_posted)?,
-            credits_posted: unsigned(row.credits_posted)?,
-            debits_pending: unsigned(row.debits_pending)?,
-            credits_pending: unsigned(row.credits_pending)?,
-        })
+        let mut snapshot = history::snapshot(&self.pool).await?;
+        let mut history = AccountHistory::open(&mut snapshot, account, 0).await?;
+        let mut balances = Balances::default();
+        loop {
+            let page = history.next_transfers(&mut snapshot, history::PAGE_TRANSFERS).await?;
+            if page.is_empty() {
+                return Ok(balances);
+            }
+            let due: Vec<&Transfer> = page.iter().map(|(_, t)| t).filter(|t| t.created_at <= at).collect();
+            let open: Vec<Uuid> = due
+                .iter()
+                .filter(|t| t.kind == TransferKind::Pending && t.expires_at.is_some_and(|e| e > at))
+                .map(|t| t.id.uuid())
+                .collect();
+            let resolved: HashSet<Uuid> = if open.is_empty() {
+                HashSet::new()
+            } else {
+                sqlx::query_scalar!(
+                    r#"SELECT pending_id AS "id!" FROM transfers WHERE pending_id = ANY($1::uuid[]) AND created_at <= $2"#,
+                    &open,
+                    to_datetime(at)
+                )
+                .fetch_all(&mut *snapshot)
+                .await?
+                .into_iter()
+                .collect()
+            };
+            for transfer in due {
+                let debit = transfer.debit_account_id == account;
+                let side = match transfer.kind {
+                    TransferKind::Single | TransferKind::PostPending if debit => &mut balances.debits_posted,
+                    TransferKind::Single | TransferKind::PostPending => &mut balances.credits_posted,
+                    TransferKind::Pending if transfer.expires_at.is_none_or(|e| e <= at) => continue,
+                    TransferKind::Pending if resolved.contains(&transfer.id.uuid()) => continue,
+                    TransferKind::Pending if debit => &mut balances.debits_pending,
+                    TransferKind::Pending => &mut balances.credits_pending,
+                    TransferKind::VoidPending => continue,
+                };
+                *side = side
+                    .checked_add(transfer.amount.minor())
+                    .ok_or_else(|| anyhow::anyhow!("account {account}'s balance sums overflow"))?;
+            }
+        }
     }
 }
 
@@ -304,6 +300,28 @@ pub(crate) async fn load_accounts(connection: &mut PgConnection, ids: &[AccountI
     .fetch_all(&mut *connection)
     .await?;
     Ok(rows.into_iter().map(Account::try_from).collect::<Result<_, _>>()?)
+}
+
+/// Which of `ids` (sorted) are stored: one index-only scan of the primary key, which walks it once in
+/// order and touches the heap only for the ids it finds. The array is handed over through a subquery
+/// so the planner cannot count its elements: with a known count of thousands, it prefers scanning the
+/// whole table while that is small (see the note above), and estimating each element costs planning
+/// time of its own.
+pub(crate) async fn existing_transfers(
+    connection: &mut PgConnection,
+    ids: &[TransferId],
+) -> anyhow::Result<Vec<TransferId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.uuid()).collect();
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM transfers WHERE id = ANY((SELECT $1::uuid[])::uuid[])",
+        &ids
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(found.into_iter().map(TransferId::from_stored).collect())
 }
 
 pub(crate) async fn load_transfers(connection: &mut PgConnection, ids: &[TransferId]) -> anyhow::Result<Vec<Transfer>> {

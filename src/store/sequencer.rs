@@ -43,12 +43,14 @@ use crate::fraud::screen::Screener;
 use crate::fraud::{Ruleset, Screening, Verdict};
 use crate::outbox::{self, KeySeqs, OutboxRows};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
+use crate::store::history::{FoldPolicy, Folder};
 use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
 use crate::store::rows::to_datetime;
 use crate::store::rulesets::{RulesetChange, RulesetRows};
 use crate::store::settlements::{SettlementChange, SettlementRows};
 use crate::store::{
-    BatchRows, PLAN_PER_EXECUTION, StaleCache, load_accounts, load_activity, load_open_pending, load_transfers,
+    BatchRows, PLAN_PER_EXECUTION, StaleCache, existing_transfers, load_accounts, load_activity, load_open_pending,
+    load_transfers,
 };
 
 /// How long (re)connecting to PostgreSQL may take before a batch fails.
@@ -83,6 +85,8 @@ pub struct SequencerConfig {
     pub events_committed: Arc<tokio::sync::Notify>,
     /// Events written to the outbox with every change. Off only to measure what the outbox costs.
     pub outbox: bool,
+    /// When committed transfers are folded into account history.
+    pub history_fold: FoldPolicy,
 }
 
 /// The ruleset every new transfer is screened with (swapped whole on activation or reload), and how
@@ -112,6 +116,7 @@ impl Default for SequencerConfig {
             fraud: None,
             events_committed: Arc::default(),
             outbox: true,
+            history_fold: FoldPolicy::default(),
         }
     }
 }
@@ -318,20 +323,23 @@ impl LedgerHandle {
     }
 }
 
-/// Stops the sequencer: it refuses new submissions, commits the ones already queued, and exits.
+/// Stops the sequencer: it refuses new submissions, commits the ones already queued, and exits; then
+/// the account history folder stops.
 pub struct Shutdown {
     signal: watch::Sender<bool>,
     task: JoinHandle<()>,
+    folder: Folder,
 }
 
 impl Shutdown {
     pub async fn drain(self) {
         let _ = self.signal.send(true);
         let _ = self.task.await;
+        self.folder.stop().await;
     }
 }
 
-/// Starts the sequencer task.
+/// Starts the sequencer task, and the folder that files its committed transfers into account history.
 pub fn spawn(
     options: PgConnectOptions,
     config: SequencerConfig,
@@ -341,6 +349,8 @@ pub fn spawn(
     assert!(config.batch_size_max > 0 && config.commit_pipeline_depth > 0);
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
+    let (committed_transfers, committed) = watch::channel(0);
+    let folder = Folder::spawn(options.clone(), config.history_fold.clone(), committed);
     let handle = LedgerHandle {
         sender,
         batch_size_max: config.batch_size_max,
@@ -361,9 +371,10 @@ pub fn spawn(
         audit: None,
         activity: Activity::default(),
         key_seqs: KeySeqs::default(),
+        committed_transfers,
     };
     let task = tokio::spawn(sequencer.run(receiver, stop));
-    (handle, Shutdown { signal, task })
+    (handle, Shutdown { signal, task, folder })
 }
 
 /// The `ledger_head` row: batches and transfers committed so far.
@@ -425,6 +436,8 @@ struct InFlight {
     resolved_pending: HashSet<TransferId>,
     /// The batch writes events.
     events: bool,
+    /// The last transfer seq once the batch commits.
+    transfer_seq: i64,
     task: JoinHandle<Result<PgConnection, BatchError>>,
 }
 
@@ -457,6 +470,8 @@ struct Sequencer {
     activity: Activity,
     /// Each outbox key's last sequence number, as of the head; forgotten with the cache.
     key_seqs: KeySeqs,
+    /// The last transfer seq committed, for the account history folder.
+    committed_transfers: watch::Sender<i64>,
 }
 
 impl Sequencer {
@@ -638,7 +653,9 @@ impl Sequencer {
                 head
             }
         };
-        let missing = self.ledger.missing_transfers(commands);
+        // Mostly the ids of new transfers, which exist nowhere: one index-only probe finds the few
+        // that do (replays, pending transfers to post or void), and only those are read in full.
+        let missing = existing_transfers(connection, &self.ledger.missing_transfers(commands)).await?;
         if !missing.is_empty() {
             for transfer in load_transfers(connection, &missing).await? {
                 self.ledger.load_transfer(transfer);
@@ -816,6 +833,7 @@ impl Sequencer {
             created_pending,
             resolved_pending: changes.pending_resolved.iter().map(|(id, _)| *id).collect(),
             events: !rows.outbox.is_empty(),
+            transfer_seq: next.transfer_seq,
             results: outcome.results,
             records,
             task: tokio::spawn(async move {
@@ -888,6 +906,11 @@ impl Sequencer {
                 if batch.events {
                     self.config.events_committed.notify_one();
                 }
+                self.committed_transfers.send_if_modified(|seq| {
+                    let moved = batch.transfer_seq > *seq;
+                    *seq = (*seq).max(batch.transfer_seq);
+                    moved
+                });
                 self.shrink_after_commit();
                 return;
             }

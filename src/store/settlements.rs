@@ -7,7 +7,13 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use std::collections::HashSet;
+
+use ledger::{AccountId, Transfer, TransferKind};
+
 use crate::store::Store;
+use crate::store::history::{self, AccountHistory};
+use crate::store::rows::to_timestamp;
 
 /// One settlement, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,35 +85,44 @@ impl Store {
         after: Option<DateTime<Utc>>,
         up_to: DateTime<Utc>,
     ) -> anyhow::Result<Netting> {
-        use futures_util::TryStreamExt;
-        let mut connection = self.pool().acquire().await?;
-        let mut rows = sqlx::query!(
-            r#"SELECT t.id AS "id!", t.debit_account_id = $1 AS "debit!", t.amount AS "amount!"
-               FROM (
-                   (SELECT id, seq, debit_account_id, amount, kind, created_at FROM transfers
-                    WHERE debit_account_id = $1 AND created_at > COALESCE($2::timestamptz, '-infinity') AND created_at <= $3)
-                   UNION ALL
-                   (SELECT id, seq, debit_account_id, amount, kind, created_at FROM transfers
-                    WHERE credit_account_id = $1 AND created_at > COALESCE($2::timestamptz, '-infinity') AND created_at <= $3)
-               ) t
-               WHERE t.kind IN ('single', 'post_pending')
-                 AND NOT EXISTS (SELECT 1 FROM settlements s WHERE s.transfer_id = t.id)
-               ORDER BY t.seq"#,
-            account,
-            after,
-            up_to
-        )
-        .fetch(&mut *connection);
+        let (after, up_to) = (after.map(to_timestamp), to_timestamp(up_to));
+        let account = AccountId::from_stored(account);
+        let mut snapshot = history::snapshot(self.pool()).await?;
+        let mut history = AccountHistory::open(&mut snapshot, account, 0).await?;
         let mut hasher = Sha256::new();
         let (mut credits, mut debits, mut count) = (0u64, 0u64, 0u64);
-        while let Some(row) = rows.try_next().await? {
-            let amount = u64::try_from(row.amount)?;
-            let side = if row.debit { &mut debits } else { &mut credits };
-            *side = side
-                .checked_add(amount)
-                .ok_or_else(|| anyhow::anyhow!("the period's movements overflow"))?;
-            count += 1;
-            hasher.update(row.id.as_bytes());
+        loop {
+            let page = history.next_transfers(&mut snapshot, history::PAGE_TRANSFERS).await?;
+            if page.is_empty() {
+                break;
+            }
+            let movements: Vec<&Transfer> = page
+                .iter()
+                .map(|(_, transfer)| transfer)
+                .filter(|t| matches!(t.kind, TransferKind::Single | TransferKind::PostPending))
+                .filter(|t| after.is_none_or(|after| t.created_at > after) && t.created_at <= up_to)
+                .collect();
+            let ids: Vec<Uuid> = movements.iter().map(|t| t.id.uuid()).collect();
+            let settling: HashSet<Uuid> = sqlx::query_scalar!(
+                r#"SELECT transfer_id AS "id!" FROM settlements WHERE transfer_id = ANY($1::uuid[])"#,
+                &ids
+            )
+            .fetch_all(&mut *snapshot)
+            .await?
+            .into_iter()
+            .collect();
+            for transfer in movements.into_iter().filter(|t| !settling.contains(&t.id.uuid())) {
+                let side = if transfer.debit_account_id == account {
+                    &mut debits
+                } else {
+                    &mut credits
+                };
+                *side = side
+                    .checked_add(transfer.amount.minor())
+                    .ok_or_else(|| anyhow::anyhow!("the period's movements overflow"))?;
+                count += 1;
+                hasher.update(transfer.id.uuid().as_bytes());
+            }
         }
         Ok(Netting {
             credits,

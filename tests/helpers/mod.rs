@@ -145,10 +145,19 @@ impl TestLedger {
     }
 
     pub async fn start_with(options: PgConnectOptions, clock: Clock, audit: finledger::store::AuditMode) -> TestLedger {
+        TestLedger::start_configured(options, clock, audit, SequencerConfig::default()).await
+    }
+
+    pub async fn start_configured(
+        options: PgConnectOptions,
+        clock: Clock,
+        audit: finledger::store::AuditMode,
+        config: SequencerConfig,
+    ) -> TestLedger {
         let store = Store::connect(options.clone(), 4)
             .await
             .expect("connecting the read pool");
-        let (handle, shutdown) = sequencer::spawn(options.clone(), SequencerConfig::default(), audit, clock);
+        let (handle, shutdown) = sequencer::spawn(options.clone(), config, audit, clock);
         TestLedger {
             handle,
             store,
@@ -302,6 +311,32 @@ pub async fn assert_ledger_consistent(options: &PgConnectOptions) -> i64 {
         mismatched, 0,
         "stored balances differ from the transfers that made them"
     );
+    // Account history: every folded transfer is in the chunks of exactly its two accounts, nothing
+    // else is, and each account's chunks list its transfers in ascending order.
+    let misfiled: i64 = sqlx::query_scalar(
+        "WITH folded AS (SELECT folded_seq FROM account_history_head),
+              chunked AS (SELECT h.account_id, s.seq FROM account_history h, unnest(h.seqs) s(seq)),
+              expected AS (
+                SELECT debit_account_id AS account_id, seq FROM transfers, folded WHERE seq <= folded_seq
+                UNION ALL
+                SELECT credit_account_id, seq FROM transfers, folded WHERE seq <= folded_seq)
+         SELECT (SELECT count(*) FROM (SELECT * FROM chunked EXCEPT ALL SELECT * FROM expected) extra)
+              + (SELECT count(*) FROM (SELECT * FROM expected EXCEPT ALL SELECT * FROM chunked) missing)",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(misfiled, 0, "the folded account history differs from the transfers");
+    let unordered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+           SELECT seq, lag(seq) OVER (PARTITION BY account_id ORDER BY last_seq, n) AS previous
+           FROM account_history, unnest(seqs) WITH ORDINALITY AS s(seq, n)) x
+         WHERE previous >= seq",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(unordered, 0, "an account's history chunks are out of order");
     sqlx::query_scalar("SELECT count(*) FROM transfers")
         .fetch_one(&mut connection)
         .await
