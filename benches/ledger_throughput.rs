@@ -12,9 +12,12 @@
 //!   (policies/fraud/), its velocity threshold raised from 10 to 1,000 transfers an hour: this load
 //!   sends ~50 transfers per account within seconds, which the shipped rule would hold for review (a
 //!   different workload: pending transfers and review rows). Every other scenario screens nothing;
-//! - `spread, outbox off`: `spread` without outbox events, to measure what the outbox costs.
+//! - `spread, outbox off`: `spread` without outbox events, to measure what the outbox costs;
+//! - `spread, random ids`: `spread` with random (v4) transfer ids. Every other scenario's clients
+//!   choose time-ordered (v7) ids, as the README recommends: new ids then land at the right edge of the
+//!   primary key instead of on a random page of it.
 //!
-//! FINLEDGER_BENCH_SCENARIOS picks scenarios by letter (default `abcdef`: the six above, in order).
+//! FINLEDGER_BENCH_SCENARIOS picks scenarios by letter (default `abcdefg`: the seven above, in order).
 //!
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
 //! Each scenario runs `REPEATS` times; the median is reported with ratios.
@@ -82,12 +85,39 @@ fn pairs(count: usize, hot: bool, seed: u64) -> Vec<(u128, u128)> {
         .collect()
 }
 
+/// What a sequencer scenario runs with.
+#[derive(Clone, Copy)]
+struct Features {
+    audit: bool,
+    fraud: bool,
+    outbox: bool,
+    /// Time-ordered (v7) transfer ids rather than random ones.
+    ordered_ids: bool,
+}
+
+impl Default for Features {
+    /// Audit and outbox on, no fraud screening, time-ordered ids.
+    fn default() -> Features {
+        Features {
+            audit: true,
+            fraud: false,
+            outbox: true,
+            ordered_ids: true,
+        }
+    }
+}
+
 /// Transfers/s through the sequencer with `clients` concurrent submitters of `client_batch` each.
 async fn sequencer_run(
     cluster: &LocalPostgres,
     name: &str,
     hot: bool,
-    (audit, fraud, outbox): (bool, bool, bool),
+    Features {
+        audit,
+        fraud,
+        outbox,
+        ordered_ids,
+    }: Features,
     settings: &Settings,
     seed: u64,
 ) -> f64 {
@@ -104,7 +134,10 @@ async fn sequencer_run(
     for (index, chunk) in pairs.chunks(settings.client_batch).enumerate() {
         let batch = chunk
             .iter()
-            .map(|(d, c)| transfer_command(Uuid::new_v4(), *d, *c))
+            .map(|(d, c)| {
+                let id = if ordered_ids { Uuid::now_v7() } else { Uuid::new_v4() };
+                transfer_command(id, *d, *c)
+            })
             .collect();
         per_client[index % settings.clients].push(batch);
     }
@@ -207,18 +240,28 @@ async fn naive_transfer(connection: &mut PgConnection, seq: i64, debit: u128, cr
 
 fn main() -> anyhow::Result<()> {
     let settings = settings();
-    let scenarios = std::env::var("FINLEDGER_BENCH_SCENARIOS").unwrap_or_else(|_| "abcdef".to_string());
+    let scenarios = std::env::var("FINLEDGER_BENCH_SCENARIOS").unwrap_or_else(|_| "abcdefg".to_string());
     let dir = tempfile::tempdir()?;
     let cluster = LocalPostgres::start(dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    // (letter, what it is, hot account, (audit, fraud screening, outbox)); `c` is the naive baseline.
+    // (letter, what it is, hot account, features); `c` is the naive baseline.
+    let all = Features::default();
     let runs = [
-        ('a', "spread", false, (true, false, true)),
-        ('b', "hot", true, (true, false, true)),
-        ('c', "naive", false, (true, false, true)),
-        ('d', "spread, audit off", false, (false, false, true)),
-        ('e', "spread, fraud screening", false, (true, true, true)),
-        ('f', "spread, outbox off", false, (true, false, false)),
+        ('a', "spread", false, all),
+        ('b', "hot", true, all),
+        ('c', "naive", false, all),
+        ('d', "spread, audit off", false, Features { audit: false, ..all }),
+        ('e', "spread, fraud screening", false, Features { fraud: true, ..all }),
+        ('f', "spread, outbox off", false, Features { outbox: false, ..all }),
+        (
+            'g',
+            "spread, random ids",
+            false,
+            Features {
+                ordered_ids: false,
+                ..all
+            },
+        ),
     ];
     let runs: Vec<_> = runs.into_iter().filter(|run| scenarios.contains(run.0)).collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); runs.len()];
