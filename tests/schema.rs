@@ -47,6 +47,23 @@ async fn the_database_refuses_what_the_ledger_never_writes() {
         "23503",
         "currency of other accounts"
     );
+    let resolve = |pending: uuid::Uuid| {
+        format!(
+            "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
+                                    pending_id, created_at)
+             VALUES (gen_random_uuid(), 1000, 'post_pending', false, '{a1}', '{a2}', 1, 'USD', 1, '{pending}', now())"
+        )
+    };
+    assert_eq!(
+        refused(&mut connection, &resolve(id(98))).await,
+        "23503",
+        "a post of a pending transfer that does not exist"
+    );
+    assert_eq!(
+        refused(&mut connection, &resolve(id(10))).await,
+        "23503",
+        "a post of a transfer that is not pending"
+    );
     assert_eq!(
         refused(&mut connection, &insert(&a1, &a1, "USD")).await,
         "23514",
