@@ -261,3 +261,60 @@ async fn transfers_recorded_before_account_history_are_folded_by_the_migration()
     let hub = walk(&store, HUB, 1000).await;
     assert_eq!((hub.len(), hub.last()), (451, Some(&id(451))));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_folder_files_batches_as_they_commit() {
+    let options = fresh_database(shared_cluster()).await;
+    let eager = SequencerConfig {
+        history_fold: FoldPolicy {
+            transfers_min: 1,
+            transfers_max: 100,
+            interval: Duration::from_secs(3_600),
+        },
+        ..SequencerConfig::default()
+    };
+    let service = TestLedger::start_configured(options.clone(), finledger::clock::system(), test_audit(), eager).await;
+    let accounts: Vec<Command> = (HUB..=HUB + SPOKES).map(|n| account(n, UNLIMITED)).collect();
+    assert!(all_created(&service.submit(accounts).await));
+    // Batches of 37 from four submitters at once; folds of at most 100 take whole batches.
+    let transfers: Vec<(u128, u128, u128)> = (100..1580).map(hub_transfer).collect();
+    let submitters: Vec<_> = transfers
+        .chunks(transfers.len().div_ceil(4))
+        .map(|share| {
+            let (handle, share) = (service.handle.clone(), share.to_vec());
+            tokio::spawn(async move {
+                for batch in share.chunks(37) {
+                    let commands = batch.iter().map(|(n, d, c)| transfer(*n, *d, *c, *n as u64)).collect();
+                    assert!(all_created(&handle.submit(commands).await.expect("the batch commits")));
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+    let mut connection = PgConnection::connect_with(&options).await.unwrap();
+    let last_seq = transfers.len() as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while folded_seq(&mut connection).await < last_seq {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the folder stopped short of {last_seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_ledger_consistent(&options).await;
+    for account in HUB..=HUB + SPOKES {
+        let expected: Vec<uuid::Uuid> = transfers
+            .iter()
+            .filter(|(_, d, c)| *d == account || *c == account)
+            .map(|(n, ..)| id(*n))
+            .collect();
+        let mut walked = walk(&service.store, account, 1000).await;
+        walked.sort();
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(walked, sorted, "account {account}");
+    }
+    service.stop().await;
+}

@@ -492,6 +492,15 @@ struct PendingStates {
 }
 
 impl BatchRows {
+    /// The transfers this batch writes, as the account history folder files them.
+    pub(crate) fn committed_transfers(&self) -> history::Committed {
+        history::Committed {
+            first_seq: self.transfers.seqs.first().copied().unwrap_or(0),
+            debits: self.transfers.debits.clone(),
+            credits: self.transfers.credits.clone(),
+        }
+    }
+
     /// The rows of `changes`; `transfer_seq` is the last transfer sequence number already used.
     pub fn build(
         ledger: &Ledger,

@@ -43,7 +43,7 @@ use crate::fraud::screen::Screener;
 use crate::fraud::{Ruleset, Screening, Verdict};
 use crate::outbox::{self, KeySeqs, OutboxRows};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
-use crate::store::history::{FoldPolicy, Folder};
+use crate::store::history::{COMMITTED_QUEUE_MAX, Committed, FoldPolicy, Folder};
 use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
 use crate::store::rows::to_datetime;
 use crate::store::rulesets::{RulesetChange, RulesetRows};
@@ -349,7 +349,7 @@ pub fn spawn(
     assert!(config.batch_size_max > 0 && config.commit_pipeline_depth > 0);
     let (sender, receiver) = mpsc::channel(config.queue_depth_max);
     let (signal, stop) = watch::channel(false);
-    let (committed_transfers, committed) = watch::channel(0);
+    let (committed_transfers, committed) = mpsc::channel(COMMITTED_QUEUE_MAX);
     let folder = Folder::spawn(options.clone(), config.history_fold.clone(), committed);
     let handle = LedgerHandle {
         sender,
@@ -436,8 +436,8 @@ struct InFlight {
     resolved_pending: HashSet<TransferId>,
     /// The batch writes events.
     events: bool,
-    /// The last transfer seq once the batch commits.
-    transfer_seq: i64,
+    /// The batch's transfers, for the account history folder once it commits.
+    transfers: Committed,
     task: JoinHandle<Result<PgConnection, BatchError>>,
 }
 
@@ -470,8 +470,8 @@ struct Sequencer {
     activity: Activity,
     /// Each outbox key's last sequence number, as of the head; forgotten with the cache.
     key_seqs: KeySeqs,
-    /// The last transfer seq committed, for the account history folder.
-    committed_transfers: watch::Sender<i64>,
+    /// Committed batches' transfers, for the account history folder.
+    committed_transfers: mpsc::Sender<Committed>,
 }
 
 impl Sequencer {
@@ -833,7 +833,7 @@ impl Sequencer {
             created_pending,
             resolved_pending: changes.pending_resolved.iter().map(|(id, _)| *id).collect(),
             events: !rows.outbox.is_empty(),
-            transfer_seq: next.transfer_seq,
+            transfers: rows.committed_transfers(),
             results: outcome.results,
             records,
             task: tokio::spawn(async move {
@@ -906,11 +906,8 @@ impl Sequencer {
                 if batch.events {
                     self.config.events_committed.notify_one();
                 }
-                self.committed_transfers.send_if_modified(|seq| {
-                    let moved = batch.transfer_seq > *seq;
-                    *seq = (*seq).max(batch.transfer_seq);
-                    moved
-                });
+                // Never waited on: a folder behind reads these transfers from the database.
+                let _ = self.committed_transfers.try_send(batch.transfers);
                 self.shrink_after_commit();
                 return;
             }
