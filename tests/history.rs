@@ -148,21 +148,7 @@ async fn histories_read_the_same_however_much_is_folded() {
 
 #[tokio::test]
 async fn transfers_recorded_before_account_history_are_folded_by_the_migration() {
-    let cluster = shared_cluster();
-    let name = format!("test_prehistory_{}", std::process::id());
-    cluster.create_database(&name).await.expect("creating a database");
-    let options = cluster.connect_options(&name);
-    let mut connection = PgConnection::connect_with(&options).await.unwrap();
-    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new("migrations"))
-        .await
-        .unwrap();
-    before.migrations = before
-        .iter()
-        .filter(|m| m.version <= 6)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&mut connection).await.unwrap();
+    let (options, mut connection) = database_migrated_through(shared_cluster(), 6).await;
     // 450 transfers, seq n between the hub and spoke 2 + n % 3: the hub's history takes three chunks.
     let transfers: Vec<(u128, u128, u128)> = (1..=450u128)
         .map(|n| {

@@ -380,21 +380,7 @@ async fn a_small_account_cache_still_gives_exact_balances() {
 /// each key's numbering goes on from where it was.
 #[tokio::test]
 async fn events_written_before_the_packed_outbox_keep_their_place_and_numbering() {
-    let cluster = shared_cluster();
-    let name = format!("test_premigration_{}", std::process::id());
-    cluster.create_database(&name).await.expect("creating a database");
-    let options = cluster.connect_options(&name);
-    let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
-    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new("migrations"))
-        .await
-        .unwrap();
-    before.migrations = before
-        .iter()
-        .filter(|m| m.version <= 5)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&mut connection).await.unwrap();
+    let (options, mut connection) = database_migrated_through(shared_cluster(), 5).await;
     let merchant = id(1);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "INSERT INTO accounts (id, currency, code, owner, debits_must_not_exceed_credits,

@@ -93,7 +93,7 @@ impl AccountHistory {
     }
 
     /// The next seqs, at most `limit`, ascending; empty once the history is walked.
-    pub async fn next_seqs(&mut self, connection: &mut PgConnection, limit: usize) -> anyhow::Result<Vec<i64>> {
+    async fn next_seqs(&mut self, connection: &mut PgConnection, limit: usize) -> anyhow::Result<Vec<i64>> {
         let mut seqs = Vec::with_capacity(limit);
         while !self.chunks_done && seqs.len() < limit {
             // Every chunk past the cursor holds at least one wanted seq (its last), so this many

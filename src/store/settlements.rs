@@ -102,6 +102,9 @@ impl Store {
                 .filter(|t| matches!(t.kind, TransferKind::Single | TransferKind::PostPending))
                 .filter(|t| after.is_none_or(|after| t.created_at > after) && t.created_at <= up_to)
                 .collect();
+            if movements.is_empty() {
+                continue;
+            }
             let ids: Vec<Uuid> = movements.iter().map(|t| t.id.uuid()).collect();
             let settling: HashSet<Uuid> = sqlx::query_scalar!(
                 r#"SELECT transfer_id AS "id!" FROM settlements WHERE transfer_id = ANY($1::uuid[])"#,

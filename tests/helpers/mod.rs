@@ -91,16 +91,38 @@ pub fn shared_cluster() -> &'static LocalPostgres {
 
 /// A new, migrated database on `cluster`.
 pub async fn fresh_database(cluster: &LocalPostgres) -> PgConnectOptions {
-    let name = format!("test_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
-    cluster.create_database(&name).await.expect("creating a test database");
-    let options = cluster.connect_options(&name);
-    let mut connection = PgConnection::connect_with(&options)
-        .await
-        .expect("connecting to the test database");
+    let (options, mut connection) = unmigrated_database(cluster).await;
     finledger::store::migrate(&mut connection)
         .await
         .expect("migrating the test database");
     options
+}
+
+/// A new database on `cluster` with the migrations up to `version` only, to test the later ones on
+/// data written before them.
+pub async fn database_migrated_through(cluster: &LocalPostgres, version: i64) -> (PgConnectOptions, PgConnection) {
+    let (options, mut connection) = unmigrated_database(cluster).await;
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new("migrations"))
+        .await
+        .expect("reading migrations/");
+    before.migrations = before
+        .iter()
+        .filter(|m| m.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&mut connection).await.expect("migrating the test database");
+    (options, connection)
+}
+
+async fn unmigrated_database(cluster: &LocalPostgres) -> (PgConnectOptions, PgConnection) {
+    let name = format!("test_{}", NEXT_DATABASE.fetch_add(1, Ordering::Relaxed));
+    cluster.create_database(&name).await.expect("creating a test database");
+    let options = cluster.connect_options(&name);
+    let connection = PgConnection::connect_with(&options)
+        .await
+        .expect("connecting to the test database");
+    (options, connection)
 }
 
 /// A clock the test moves by hand.
