@@ -77,6 +77,25 @@ async fn the_database_refuses_what_the_ledger_never_writes() {
     );
     let negative = format!("UPDATE balances SET credits_posted = -1 WHERE account_id = '{a1}'");
     assert_eq!(refused(&mut connection, &negative).await, "23514", "negative balance");
+    for side in ["debits", "credits"] {
+        let overflow = format!(
+            "UPDATE balances SET {side}_posted = 9223372036854775000, {side}_pending = 808 WHERE account_id = '{a1}'"
+        );
+        assert_eq!(
+            refused(&mut connection, &overflow).await,
+            "23514",
+            "{side} posted and pending beyond a 64-bit sum"
+        );
+    }
+    let credits_limited = format!(
+        "UPDATE balances SET debits_limit = NULL, credits_limit = 0, credits_pending = credits_pending + 1
+         WHERE account_id = '{a2}'"
+    );
+    assert_eq!(
+        refused(&mut connection, &credits_limited).await,
+        "23514",
+        "credits beyond debits"
+    );
     assert_eq!(
         refused(&mut connection, "DELETE FROM transfers").await,
         "23000",

@@ -501,35 +501,38 @@ impl OutboxRows {
         self.types.is_empty()
     }
 
-    /// Inserts the batch's row; keys and payloads are rendered here, in the batch's writer task.
-    pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
-        if self.types.is_empty() {
-            return Ok(());
-        }
-        let types: Vec<i16> = self.types.iter().map(|t| t.code()).collect();
-        let keys: Vec<String> = self.keys.iter().map(EventKey::to_string).collect();
-        let payloads = self
-            .data
-            .iter()
-            .map(|data| data.as_ref().map(serde_json::to_string).transpose())
-            .collect::<Result<Vec<Option<String>>, _>>()?;
-        sqlx::query!(
-            "INSERT INTO outbox (first_seq, types, keys, key_seqs, subjects, payloads, audit_seqs, record_hashes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            self.first_seq,
-            &types,
-            &keys,
-            &self.key_seqs,
-            &self.subjects,
-            &payloads as &[Option<String>],
-            &self.audit_seqs as &[Option<i64>],
-            &self.record_hashes as &[Option<Vec<u8>>],
-            self.created,
-        )
-        .execute(&mut *connection)
-        .await?;
-        Ok(())
+    /// The batch's row as the columns of its INSERT (see `BatchRows::insert_new`); keys and payloads
+    /// are rendered here, in the batch's writer task.
+    pub(crate) fn columns(&self) -> anyhow::Result<OutboxColumns<'_>> {
+        Ok(OutboxColumns {
+            first_seq: self.first_seq,
+            types: self.types.iter().map(|t| t.code()).collect(),
+            keys: self.keys.iter().map(EventKey::to_string).collect(),
+            key_seqs: &self.key_seqs,
+            subjects: &self.subjects,
+            payloads: self
+                .data
+                .iter()
+                .map(|data| data.as_ref().map(serde_json::to_string).transpose())
+                .collect::<Result<_, _>>()?,
+            audit_seqs: &self.audit_seqs,
+            record_hashes: &self.record_hashes,
+            created: self.created,
+        })
     }
+}
+
+/// The outbox row of a batch, column by column; no events: empty arrays.
+pub(crate) struct OutboxColumns<'a> {
+    pub first_seq: i64,
+    pub types: Vec<i16>,
+    pub keys: Vec<String>,
+    pub key_seqs: &'a [i64],
+    pub subjects: &'a [String],
+    pub payloads: Vec<Option<String>>,
+    pub audit_seqs: &'a [Option<i64>],
+    pub record_hashes: &'a [Option<Vec<u8>>],
+    pub created: chrono::DateTime<chrono::Utc>,
 }
 
 /// One stored event.

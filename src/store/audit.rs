@@ -22,7 +22,6 @@ use ledger::{
 use sqlx::PgConnection;
 
 use crate::store::StoredCheckpoint;
-use crate::store::rows::to_datetime;
 
 /// Stored subtree levels are the multiples of this (see migrations/0002_audit.sql).
 pub const STORED_LEVEL_STRIDE: u8 = 4;
@@ -51,13 +50,14 @@ pub enum Entry<'a> {
 /// What a batch adds to the audit log, as columns for one INSERT per table.
 #[derive(Default)]
 pub struct AuditRows {
-    seqs: Vec<i64>,
-    bytes: Vec<Vec<u8>>,
+    pub(super) seqs: Vec<i64>,
+    pub(super) bytes: Vec<Vec<u8>>,
     /// The leaf hash of each record, as `seqs`.
     leaf_hashes: Vec<Hash>,
-    levels: Vec<i16>,
-    indexes: Vec<i64>,
-    hashes: Vec<Vec<u8>>,
+    /// Subtree hashes to store: level, index and hash.
+    pub(super) levels: Vec<i16>,
+    pub(super) indexes: Vec<i64>,
+    pub(super) hashes: Vec<Vec<u8>>,
     checkpoint: Option<(SignedCheckpoint, Timestamp)>,
     /// The record of each account's and transfer's creation, and of each pending transfer's end.
     pub(crate) account_seqs: HashMap<AccountId, i64>,
@@ -85,41 +85,6 @@ impl AuditRows {
     /// The checkpoint this batch signs, if any, and when.
     pub fn checkpoint(&self) -> Option<&(SignedCheckpoint, Timestamp)> {
         self.checkpoint.as_ref()
-    }
-
-    pub async fn insert(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
-        if !self.seqs.is_empty() {
-            sqlx::query!(
-                "INSERT INTO audit_records (seq, bytes) SELECT * FROM UNNEST($1::int8[], $2::bytea[])",
-                &self.seqs,
-                &self.bytes
-            )
-            .execute(&mut *connection)
-            .await?;
-        }
-        if !self.levels.is_empty() {
-            sqlx::query!(
-                "INSERT INTO audit_subtrees (level, index, hash)
-                 SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[])",
-                &self.levels,
-                &self.indexes,
-                &self.hashes
-            )
-            .execute(&mut *connection)
-            .await?;
-        }
-        if let Some((signed, at)) = &self.checkpoint {
-            sqlx::query!(
-                "INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4)",
-                signed.checkpoint.size as i64,
-                &signed.checkpoint.root[..],
-                signed.note,
-                to_datetime(*at)
-            )
-            .execute(&mut *connection)
-            .await?;
-        }
-        Ok(())
     }
 }
 

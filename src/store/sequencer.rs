@@ -1080,32 +1080,25 @@ async fn write_and_commit(
         return Err(StaleCache("the batch before this one did not commit".to_string()).into());
     }
     rows.update_existing(connection).await?;
-    // Locked last: the check orders this batch after any other instance's commits too. The update
-    // matches only the head this batch was computed on; a head another writer moved is a lost race.
-    let moved = sqlx::query!(
-        "UPDATE ledger_head SET batch_seq = $1, transfer_seq = $2, audit_size = $3, event_seq = $4,
-                                audit_log_event_seq = GREATEST(audit_log_event_seq, $9)
-         WHERE id = 1 AND batch_seq = $5 AND transfer_seq = $6 AND audit_size = $7 AND event_seq = $8",
-        next.batch_seq,
-        next.transfer_seq,
-        next.audit_size,
-        next.event_seq,
+    // Locked last: the check orders this batch after any other instance's commits too. The head moves
+    // only from the head this batch was computed on; from any other (another writer moved it: a lost
+    // race) the function raises serialization_failure and the COMMIT after it never runs. One round
+    // trip for both; the values are integers, formatted here.
+    let advance = format!(
+        "SELECT advance_ledger_head({}, {}, {}, {}, {}, {}, {}, {}, {}); COMMIT",
         expected.batch_seq,
         expected.transfer_seq,
         expected.audit_size,
         expected.event_seq,
+        next.batch_seq,
+        next.transfer_seq,
+        next.audit_size,
+        next.event_seq,
         rows.outbox.audit_log_seq.unwrap_or(0),
-    )
-    .execute(&mut *connection)
-    .await?;
-    if moved.rows_affected() != 1 {
-        return Err(StaleCache(format!(
-            "the ledger head moved past batch {} under another writer",
-            expected.batch_seq
-        ))
-        .into());
-    }
-    sqlx::query("COMMIT").execute(&mut *connection).await?;
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(advance))
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
