@@ -546,8 +546,9 @@ impl BatchRows {
         self.outbox = outbox;
     }
 
-    /// Inserts the batch's new rows (accounts and transfers). No other batch writes these rows, so
-    /// this part can run while an earlier batch is still committing.
+    /// Inserts the batch's new rows (accounts, rulesets, transfers, the outbox row, audit records,
+    /// reviews, settlements). No other batch writes these rows, so this part can run while an earlier
+    /// batch is still committing.
     pub async fn insert_new(&self, connection: &mut PgConnection) -> anyhow::Result<()> {
         // Accounts before the transfers that name them; reviews and settlements after theirs.
         self.accounts.insert(connection).await?;
