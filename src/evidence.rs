@@ -10,7 +10,6 @@ use audit::merkle::{Hash, Span, Subtree};
 use audit::note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 use audit::record;
 use audit::verify::{Balances, End, Failure, Report, Start, Verifier};
-use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -267,15 +266,10 @@ async fn write_records(
     to: u64,
 ) -> anyhow::Result<(u64, String)> {
     let mut writer = RecordsWriter::create(path)?;
-    let mut rows = sqlx::query!(
-        "SELECT bytes FROM audit_records WHERE seq >= $1 AND seq < $2 ORDER BY seq",
-        from as i64,
-        to as i64
-    )
-    .fetch(&mut *connection);
-    while let Some(row) = rows.try_next().await? {
-        writer.write(&row.bytes)?;
-    }
+    crate::store::audit::for_each_record(connection, std::slice::from_ref(&(from..to)), |_, bytes| {
+        writer.write(bytes)
+    })
+    .await?;
     writer.finish()
 }
 

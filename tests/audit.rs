@@ -63,6 +63,41 @@ async fn superuser(ledger: &TestLedger) -> PgConnection {
     connection
 }
 
+/// Every stored record, in order, read through the `audit_records` view.
+async fn stored_records(connection: &mut PgConnection) -> Vec<Vec<u8>> {
+    sqlx::query_scalar("SELECT bytes FROM audit_records ORDER BY seq")
+        .fetch_all(connection)
+        .await
+        .unwrap()
+}
+
+/// Replaces the stored records with `records` from seq 0, as one batch would store them. Needs a
+/// connection past the append-only triggers.
+async fn store_records(connection: &mut PgConnection, records: &[Vec<u8>]) {
+    sqlx::query("DELETE FROM audit_record_packs")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let mut offsets = vec![0i32];
+    for record in records {
+        offsets.push(offsets.last().unwrap() + record.len() as i32);
+    }
+    sqlx::query("INSERT INTO audit_record_packs (first_seq, bytes, offsets) VALUES (0, $1, $2)")
+        .bind(records.concat())
+        .bind(offsets)
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+}
+
+/// Edits the stored log as someone past the append-only triggers could: the records in order,
+/// changed by `edit`, stored back from seq 0.
+async fn rewrite_records(connection: &mut PgConnection, edit: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let mut records = stored_records(connection).await;
+    edit(&mut records);
+    store_records(connection, &records).await;
+}
+
 fn located(result: Result<(evidence::Manifest, audit::verify::Report), BundleError>) -> audit::verify::Failure {
     match result {
         Err(BundleError::Failed(failure)) => failure,
@@ -103,10 +138,13 @@ async fn every_change_and_rejection_is_recorded_and_the_bundle_verifies() {
         .unwrap();
     assert_eq!(checkpoints, 7);
     // The append-only triggers hold for everyone who does not switch them off.
-    let refused = sqlx::query("UPDATE audit_records SET bytes = '\\x00' WHERE seq = 1")
-        .execute(&mut connection)
-        .await;
-    assert!(refused.is_err());
+    for statement in [
+        "UPDATE audit_record_packs SET bytes = '\\x00' WHERE first_seq = 0",
+        "DELETE FROM audit_record_packs WHERE first_seq = 0",
+    ] {
+        let refused = sqlx::query(statement).execute(&mut connection).await.unwrap_err();
+        assert!(refused.to_string().contains("append-only"), "{refused}");
+    }
 
     // A range of the log verifies against the same checkpoint.
     let (_, part) = verify(&export(&ledger, &dir, 5, Some(17)).await).unwrap();
@@ -118,35 +156,27 @@ async fn every_change_and_rejection_is_recorded_and_the_bundle_verifies() {
 async fn an_edited_amount_is_detected_and_located() {
     let ledger = ledger_with_history().await;
     let mut connection = superuser(&ledger).await;
-    let bytes: Vec<u8> = sqlx::query_scalar("SELECT bytes FROM audit_records WHERE seq = 5")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    let mut record = Record::decode(&bytes).unwrap();
-    let Event::TransferCreated(transfer) = &mut record.event else {
-        panic!("record 5 is a transfer")
-    };
-    transfer.amount += 1_000;
-    sqlx::query("UPDATE audit_records SET bytes = $1 WHERE seq = 5")
-        .bind(record.encode())
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    rewrite_records(&mut connection, |records| {
+        let mut record = Record::decode(&records[5]).unwrap();
+        let Event::TransferCreated(transfer) = &mut record.event else {
+            panic!("record 5 is a transfer")
+        };
+        transfer.amount += 1_000;
+        records[5] = record.encode();
+    })
+    .await;
     let dir = TempDir::new().unwrap();
     let failure = located(verify(&export(&ledger, &dir, 0, None).await));
     assert_eq!((failure.seq, failure.kind), (Some(5), FailureKind::Altered));
     ledger.stop().await;
 }
 
-/// Runs `statement` as a superuser past the append-only triggers, then exports and verifies: the
-/// failure the verifier reports.
-async fn tamper(statement: &str) -> audit::verify::Failure {
+/// Edits the stored records past the append-only triggers, then exports and verifies: the failure
+/// the verifier reports.
+async fn tamper(edit: impl FnOnce(&mut Vec<Vec<u8>>)) -> audit::verify::Failure {
     let ledger = ledger_with_history().await;
     let mut connection = superuser(&ledger).await;
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    rewrite_records(&mut connection, edit).await;
     let dir = TempDir::new().unwrap();
     let failure = located(verify(&export(&ledger, &dir, 0, None).await));
     ledger.stop().await;
@@ -155,7 +185,10 @@ async fn tamper(statement: &str) -> audit::verify::Failure {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_record_is_detected_and_located() {
-    let failure = tamper("DELETE FROM audit_records WHERE seq = 9").await;
+    let failure = tamper(|records| {
+        records.remove(9);
+    })
+    .await;
     assert_eq!(
         (failure.seq, failure.kind),
         (Some(9), FailureKind::OutOfOrder { found: 10 })
@@ -164,11 +197,7 @@ async fn a_deleted_record_is_detected_and_located() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_records_are_detected_and_located() {
-    let failure = tamper(
-        "UPDATE audit_records r SET bytes = o.bytes FROM audit_records o
-         WHERE (r.seq, o.seq) IN ((12, 13), (13, 12))",
-    )
-    .await;
+    let failure = tamper(|records| records.swap(12, 13)).await;
     assert_eq!(
         (failure.seq, failure.kind),
         (Some(12), FailureKind::OutOfOrder { found: 13 })
@@ -189,10 +218,7 @@ async fn a_truncated_tail_is_detected_with_or_without_its_checkpoints() {
         note
     };
     let mut connection = superuser(&ledger).await;
-    sqlx::query("DELETE FROM audit_records WHERE seq >= 20")
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    rewrite_records(&mut connection, |records| records.truncate(20)).await;
     let failure = located(verify(&export(&ledger, &dir, 0, None).await));
     assert_eq!(failure.seq, Some(20));
     assert!(matches!(failure.kind, FailureKind::Truncated { declared_end: 27, .. }));
@@ -209,11 +235,7 @@ async fn a_truncated_tail_is_detected_with_or_without_its_checkpoints() {
         .fetch_one(&mut connection)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM audit_records WHERE seq >= $1")
-        .bind(size)
-        .execute(&mut connection)
-        .await
-        .unwrap();
+    rewrite_records(&mut connection, |records| records.truncate(size as usize)).await;
     let path = export(&ledger, &dir, 0, None).await;
     let (_, report) = verify(&path).unwrap();
     assert_eq!(report.checkpoint_size, size as u64);
@@ -227,36 +249,26 @@ async fn a_truncated_tail_is_detected_with_or_without_its_checkpoints() {
 async fn a_log_rewritten_and_signed_with_another_key_is_refused() {
     let ledger = ledger_with_history().await;
     let mut connection = superuser(&ledger).await;
-    let stored: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT seq, bytes FROM audit_records ORDER BY seq")
-        .fetch_all(&mut connection)
-        .await
-        .unwrap();
+    let stored = stored_records(&mut connection).await;
     // Rewrite: one amount changed, everything after re-chained, re-hashed and signed again.
     let forger = std::sync::Arc::new(NoteSigner::from_seed(key().name(), [66; 32]).unwrap());
     let mut appender = Appender::new();
     let mut subtrees = Vec::new();
-    for statement in [
-        "DELETE FROM audit_records",
-        "DELETE FROM audit_subtrees",
-        "DELETE FROM audit_checkpoints",
-    ] {
+    for statement in ["DELETE FROM audit_subtrees", "DELETE FROM audit_checkpoints"] {
         sqlx::query(statement).execute(&mut connection).await.unwrap();
     }
-    for (seq, bytes) in stored {
-        let mut record = Record::decode(&bytes).unwrap();
+    let mut forged = Vec::new();
+    for (seq, bytes) in stored.iter().enumerate() {
+        let mut record = Record::decode(bytes).unwrap();
         if let (5, Event::TransferCreated(transfer)) = (seq, &mut record.event) {
             transfer.amount += 1_000;
         }
         let appended = appender.append(record.timestamp_micros, &record.actor, &record.event, |s, h| {
             subtrees.push((s, *h))
         });
-        sqlx::query("INSERT INTO audit_records (seq, bytes) VALUES ($1, $2)")
-            .bind(seq)
-            .bind(appended.bytes)
-            .execute(&mut connection)
-            .await
-            .unwrap();
+        forged.push(appended.bytes);
     }
+    store_records(&mut connection, &forged).await;
     for (subtree, hash) in subtrees.iter().filter(|(s, _)| s.level % 4 == 0) {
         let Subtree { level, index } = *subtree;
         sqlx::query("INSERT INTO audit_subtrees (level, index, hash) VALUES ($1, $2, $3)")
@@ -376,10 +388,7 @@ async fn the_command_line_exports_verifies_and_names_the_failing_record() {
     assert!(stdout.contains("extends the trusted checkpoint of size 27"), "{stdout}");
 
     let mut superuser = superuser(&ledger).await;
-    sqlx::query("UPDATE audit_records SET bytes = (SELECT bytes FROM audit_records WHERE seq = 4) WHERE seq = 5")
-        .execute(&mut superuser)
-        .await
-        .unwrap();
+    rewrite_records(&mut superuser, |records| records[5] = records[4].clone()).await;
     assert!(export(&path("bad.tar")).status.success());
     let failed = finledger(&["audit", "verify", &path("bad.tar"), "--public-key", &vkey]);
     let stdout = String::from_utf8_lossy(&failed.stdout);
@@ -469,4 +478,88 @@ async fn count(connection: &mut PgConnection, table: &str) -> i64 {
         .fetch_one(connection)
         .await
         .unwrap()
+}
+
+/// Records stored one row each (before migration 0010) keep their seqs and bytes once packed, and the
+/// ledger goes on appending to them with a checkpoint that extends the one signed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_stored_one_row_each_are_packed_and_the_log_goes_on() {
+    use audit::record::{Actor, CommandKind, Rejection};
+    let (options, mut connection) = database_migrated_through(shared_cluster(), 9).await;
+    // More records than the migration packs into one row.
+    const RECORDS: usize = 8_500;
+    let mut appender = Appender::new();
+    let (mut records, mut levels, mut indexes, mut hashes) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for n in 0..RECORDS {
+        let event = Event::CommandRejected(Rejection {
+            command: CommandKind::CreateTransfer,
+            id: (n as u128).to_be_bytes(),
+            code: "debit_account_not_found".to_string(),
+            debit_account: None,
+            credit_account: None,
+            amount: None,
+            currency: None,
+            pending_id: None,
+        });
+        let appended = appender.append(1_000_000 + n as i64, &Actor::system(), &event, |subtree, hash| {
+            if subtree.level % 4 == 0 {
+                levels.push(i16::from(subtree.level));
+                indexes.push(subtree.index as i64);
+                hashes.push(hash.to_vec());
+            }
+        });
+        records.push(appended.bytes);
+    }
+    let signed = CheckpointSigner::new(test_audit_key(), None)
+        .sign(appender.size(), appender.root(), &[])
+        .unwrap();
+    sqlx::query("INSERT INTO audit_records (seq, bytes) SELECT * FROM UNNEST($1::int8[], $2::bytea[])")
+        .bind((0..RECORDS as i64).collect::<Vec<i64>>())
+        .bind(&records)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_subtrees (level, index, hash) SELECT * FROM UNNEST($1::int2[], $2::int8[], $3::bytea[])",
+    )
+    .bind(&levels)
+    .bind(&indexes)
+    .bind(&hashes)
+    .execute(&mut connection)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO audit_checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, now())")
+        .bind(RECORDS as i64)
+        .bind(signed.checkpoint.root.to_vec())
+        .bind(&signed.note)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ledger_head SET audit_size = $1")
+        .bind(RECORDS as i64)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    finledger::store::migrate(&mut connection).await.unwrap();
+    assert_eq!(stored_records(&mut connection).await, records);
+    assert_eq!(count(&mut connection, "audit_record_packs").await, 2);
+
+    let ledger = TestLedger::start(options.clone(), finledger::clock::system()).await;
+    let results = ledger
+        .submit(vec![
+            account(1, UNLIMITED),
+            account(2, UNLIMITED),
+            transfer(10, 1, 2, 100),
+        ])
+        .await;
+    assert!(all_created(&results), "{results:?}");
+    let dir = TempDir::new().unwrap();
+    let whole = export(&ledger, &dir, 0, None).await;
+    let (_, report) = evidence::verify_bundle(&whole, &key(), Some(&signed.note), |_, _| {}).unwrap();
+    assert_eq!(report.records, RECORDS as u64 + 3);
+    assert_eq!(report.by_type["command.rejected"], RECORDS as u64);
+    // A range from inside the first packed row to the new one.
+    let (_, part) = verify(&export(&ledger, &dir, 8_000, None).await).unwrap();
+    assert_eq!((part.first_seq, part.records), (8_000, RECORDS as u64 + 3 - 8_000));
+    ledger.stop().await;
 }

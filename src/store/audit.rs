@@ -21,7 +21,9 @@ use ledger::{
 };
 use sqlx::PgConnection;
 
-use crate::store::StoredCheckpoint;
+use futures_util::TryStreamExt;
+
+use crate::store::{StoredCheckpoint, StoredRecord};
 
 /// Stored subtree levels are the multiples of this (see migrations/0002_audit.sql).
 pub const STORED_LEVEL_STRIDE: u8 = 4;
@@ -51,7 +53,9 @@ pub enum Entry<'a> {
 #[derive(Default)]
 pub struct AuditRows {
     pub(super) seqs: Vec<i64>,
-    pub(super) bytes: Vec<Vec<u8>>,
+    /// The records, one after another, and where each ends in `bytes`.
+    pub(super) bytes: Vec<u8>,
+    record_ends: Vec<usize>,
     /// The leaf hash of each record, as `seqs`.
     leaf_hashes: Vec<Hash>,
     /// Subtree hashes to store: level, index and hash.
@@ -70,6 +74,14 @@ pub struct AuditRows {
 impl AuditRows {
     pub fn records(&self) -> usize {
         self.seqs.len()
+    }
+
+    /// The records' stored `offsets`: where each begins in `bytes`, then where the last ends.
+    pub(super) fn offsets(&self) -> anyhow::Result<Vec<i32>> {
+        std::iter::once(0)
+            .chain(self.record_ends.iter().copied())
+            .map(|offset| i32::try_from(offset).map_err(|_| anyhow::anyhow!("a batch's audit records exceed 2 GiB")))
+            .collect()
     }
 
     /// Record `seq`'s place and leaf hash, when this batch appended it.
@@ -170,11 +182,11 @@ impl AuditLog {
         let last_hash = match size {
             0 => [0; 32],
             _ => {
-                let bytes = sqlx::query_scalar!("SELECT bytes FROM audit_records WHERE seq = $1", size as i64 - 1)
-                    .fetch_optional(&mut *connection)
+                let last = read_records(connection, std::slice::from_ref(&(size - 1..size)))
                     .await?
+                    .pop()
                     .ok_or_else(|| anyhow::anyhow!("audit record {} is missing", size - 1))?;
-                merkle::leaf_hash(&bytes)
+                merkle::leaf_hash(&last.bytes)
             }
         };
         let last = match latest_checkpoint(connection).await? {
@@ -257,7 +269,8 @@ impl AuditLog {
         window.leaves.push(appended.hash);
         let seq = appended.seq as i64;
         rows.seqs.push(seq);
-        rows.bytes.push(appended.bytes);
+        rows.bytes.extend_from_slice(&appended.bytes);
+        rows.record_ends.push(rows.bytes.len());
         rows.leaf_hashes.push(appended.hash);
         seq
     }
@@ -463,6 +476,95 @@ pub async fn latest_checkpoint(connection: &mut PgConnection) -> anyhow::Result<
     }))
 }
 
+/// Records as one batch stored them, or the part of them a read wanted: the first one's seq, their
+/// bytes one after another, and where each begins in the row's bytes followed by where the last ends.
+struct RecordRun {
+    first_seq: i64,
+    bytes: Vec<u8>,
+    offsets: Vec<i32>,
+}
+
+impl RecordRun {
+    /// Each record with its seq, once the offsets are known to split the bytes exactly.
+    fn split(&self) -> anyhow::Result<impl Iterator<Item = (u64, &[u8])> + '_> {
+        let malformed = || anyhow::anyhow!("the audit records stored from seq {} are malformed", self.first_seq);
+        let first_seq = u64::try_from(self.first_seq).map_err(|_| malformed())?;
+        let base = *self.offsets.first().ok_or_else(malformed)?;
+        let mut ends: Vec<usize> = Vec::with_capacity(self.offsets.len());
+        for offset in &self.offsets {
+            let end = offset
+                .checked_sub(base)
+                .and_then(|end| usize::try_from(end).ok())
+                .filter(|end| *end <= self.bytes.len() && ends.last().is_none_or(|last| last < end))
+                .ok_or_else(malformed)?;
+            ends.push(end);
+        }
+        if ends.len() < 2 || ends.last() != Some(&self.bytes.len()) {
+            return Err(malformed());
+        }
+        Ok((1..ends.len()).map(move |i| (first_seq + i as u64 - 1, &self.bytes[ends[i - 1]..ends[i]])))
+    }
+}
+
+/// Calls `each` with every stored record in `ranges`, in the order of the ranges and by seq within
+/// each, from one query that reads from each batch's row only the bytes of the records wanted.
+pub async fn for_each_record(
+    connection: &mut PgConnection,
+    ranges: &[std::ops::Range<u64>],
+    mut each: impl FnMut(u64, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let seq = |seq: u64| i64::try_from(seq).unwrap_or(i64::MAX);
+    let starts: Vec<i64> = ranges.iter().map(|range| seq(range.start)).collect();
+    let stops: Vec<i64> = ranges.iter().map(|range| seq(range.end)).collect();
+    // Per range: the row holding its first record (the last row starting at or before it) and every
+    // row after that starting before its end, each cut down to the wanted records.
+    let mut runs = sqlx::query_as!(
+        RecordRun,
+        r#"SELECT p.first_seq + r.lo - 1 AS "first_seq!",
+                  substring(p.bytes FROM p.offsets[r.lo] + 1 FOR p.offsets[r.hi + 1] - p.offsets[r.lo]) AS "bytes!",
+                  p.offsets[r.lo : r.hi + 1] AS "offsets!"
+           FROM UNNEST($1::int8[], $2::int8[]) WITH ORDINALITY AS w(start, stop, ord)
+           CROSS JOIN LATERAL (
+               SELECT * FROM audit_record_packs p
+               WHERE p.first_seq < w.stop
+                 AND p.first_seq >= COALESCE(
+                     (SELECT max(q.first_seq) FROM audit_record_packs q WHERE q.first_seq <= w.start), 0)
+           ) p
+           CROSS JOIN LATERAL (
+               SELECT GREATEST(w.start - p.first_seq, 0) + 1 AS lo,
+                      LEAST(w.stop - p.first_seq, cardinality(p.offsets) - 1) AS hi
+           ) r
+           WHERE r.lo <= r.hi
+           ORDER BY w.ord, p.first_seq"#,
+        &starts,
+        &stops
+    )
+    .fetch(&mut *connection);
+    while let Some(run) = runs.try_next().await? {
+        for (seq, bytes) in run.split()? {
+            each(seq, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every stored record in `ranges`, as [`for_each_record`] finds them.
+pub async fn read_records(
+    connection: &mut PgConnection,
+    ranges: &[std::ops::Range<u64>],
+) -> anyhow::Result<Vec<StoredRecord>> {
+    let mut records = Vec::new();
+    for_each_record(connection, ranges, |seq, bytes| {
+        records.push(StoredRecord {
+            seq,
+            bytes: bytes.to_vec(),
+        });
+        Ok(())
+    })
+    .await?;
+    Ok(records)
+}
+
 /// The stored level a subtree's hash is computed from, and the indexes of its parts at that level.
 fn stored_parts(subtree: &Subtree) -> (u8, std::ops::Range<u64>) {
     let base = subtree.level - subtree.level % STORED_LEVEL_STRIDE;
@@ -475,30 +577,25 @@ pub async fn subtree_hashes(
     connection: &mut PgConnection,
     wanted: &[Subtree],
 ) -> anyhow::Result<HashMap<Subtree, Hash>> {
-    let (mut seqs, mut levels, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut records, mut levels, mut indexes) = (Vec::new(), Vec::new(), Vec::new());
     for subtree in wanted {
         let (base, parts) = stored_parts(subtree);
+        if base == 0 {
+            records.push(parts);
+            continue;
+        }
         for index in parts {
-            if base == 0 {
-                seqs.push(index as i64);
-            } else {
-                levels.push(i16::from(base));
-                indexes.push(index as i64);
-            }
+            levels.push(i16::from(base));
+            indexes.push(index as i64);
         }
     }
     let mut stored: HashMap<Subtree, Hash> = HashMap::new();
-    if !seqs.is_empty() {
-        let records = sqlx::query!("SELECT seq, bytes FROM audit_records WHERE seq = ANY($1)", &seqs)
-            .fetch_all(&mut *connection)
-            .await?;
-        for row in records {
-            let subtree = Subtree {
-                level: 0,
-                index: row.seq as u64,
-            };
-            stored.insert(subtree, merkle::leaf_hash(&row.bytes));
-        }
+    if !records.is_empty() {
+        for_each_record(connection, &records, |seq, bytes| {
+            stored.insert(Subtree { level: 0, index: seq }, merkle::leaf_hash(bytes));
+            Ok(())
+        })
+        .await?;
     }
     if !levels.is_empty() {
         let nodes = sqlx::query!(
@@ -550,4 +647,44 @@ pub async fn consistency_proof(connection: &mut PgConnection, old: u64, new: u64
 
 pub async fn inclusion_proof(connection: &mut PgConnection, index: u64, size: u64) -> anyhow::Result<Vec<Hash>> {
     span_hashes(connection, &merkle::inclusion_spans(size, index)?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordRun;
+
+    fn split(first_seq: i64, bytes: &[u8], offsets: &[i32]) -> anyhow::Result<Vec<(u64, Vec<u8>)>> {
+        let run = RecordRun {
+            first_seq,
+            bytes: bytes.to_vec(),
+            offsets: offsets.to_vec(),
+        };
+        Ok(run.split()?.map(|(seq, bytes)| (seq, bytes.to_vec())).collect())
+    }
+
+    #[test]
+    fn a_run_cut_from_inside_a_row_splits_at_its_rebased_offsets() {
+        assert_eq!(
+            split(7, b"abcdef", &[100, 101, 103, 106]).unwrap(),
+            [(7, b"a".to_vec()), (8, b"bc".to_vec()), (9, b"def".to_vec())]
+        );
+    }
+
+    #[test]
+    fn offsets_that_do_not_split_the_bytes_exactly_are_an_error() {
+        for (first_seq, offsets) in [
+            (0, &[][..]),
+            (0, &[0][..]),
+            (0, &[0, 2][..]),
+            (0, &[0, 4][..]),
+            (0, &[0, 2, 1, 3][..]),
+            (0, &[0, 1, 1, 3][..]),
+            (0, &[1, 0, 3][..]),
+            (0, &[i32::MIN, 3][..]),
+            (-1, &[0, 3][..]),
+        ] {
+            let error = split(first_seq, b"abc", offsets).unwrap_err();
+            assert!(error.to_string().contains("malformed"), "{offsets:?}: {error}");
+        }
+    }
 }

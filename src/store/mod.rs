@@ -208,20 +208,6 @@ pub struct StoredRecord {
     pub bytes: Vec<u8>,
 }
 
-struct RecordRow {
-    seq: i64,
-    bytes: Vec<u8>,
-}
-
-impl From<RecordRow> for StoredRecord {
-    fn from(row: RecordRow) -> StoredRecord {
-        StoredRecord {
-            seq: row.seq as u64,
-            bytes: row.bytes,
-        }
-    }
-}
-
 impl Store {
     pub async fn latest_checkpoint(&self) -> anyhow::Result<Option<StoredCheckpoint>> {
         let mut connection = self.pool.acquire().await?;
@@ -230,29 +216,33 @@ impl Store {
 
     /// Up to `limit` records from `from`, in order.
     pub async fn audit_records(&self, from: u64, limit: u32) -> anyhow::Result<Vec<StoredRecord>> {
-        let rows = sqlx::query_as!(
-            RecordRow,
-            "SELECT seq, bytes FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2",
-            from as i64,
-            i64::from(limit)
+        let mut connection = self.pool.acquire().await?;
+        audit::read_records(
+            &mut connection,
+            std::slice::from_ref(&(from..from.saturating_add(u64::from(limit)))),
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(StoredRecord::from).collect())
+        .await
     }
 
     /// The records of a transfer: its creation and, for a pending transfer, its post, void or expiry.
     pub async fn transfer_records(&self, id: TransferId) -> anyhow::Result<Vec<StoredRecord>> {
-        let rows = sqlx::query_as!(
-            RecordRow,
-            "SELECT r.seq, r.bytes FROM transfers t
-             JOIN audit_records r ON r.seq IN (t.audit_seq, t.resolution_audit_seq)
-             WHERE t.id = $1 ORDER BY r.seq",
+        let mut connection = self.pool.acquire().await?;
+        let Some(seqs) = sqlx::query!(
+            "SELECT audit_seq, resolution_audit_seq FROM transfers WHERE id = $1",
             id.uuid()
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(StoredRecord::from).collect())
+        .fetch_optional(&mut *connection)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let ranges: Vec<std::ops::Range<u64>> = [seqs.audit_seq, seqs.resolution_audit_seq]
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| u64::try_from(seq).ok())
+            .map(|seq| seq..seq + 1)
+            .collect();
+        audit::read_records(&mut connection, &ranges).await
     }
 
     pub async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<::audit::Hash>> {
@@ -724,6 +714,7 @@ async fn insert_transfers_events_and_records(
     }
     let events = outbox.columns()?;
     let checkpoint = audit.checkpoint();
+    let offsets = audit.offsets()?;
     sqlx::query!(
         "WITH new_transfers AS (
              INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency,
@@ -743,13 +734,14 @@ async fn insert_transfers_events_and_records(
                     $25::bytea[], $26::timestamptz
              WHERE cardinality($19::int2[]) > 0
          ), new_records AS (
-             INSERT INTO audit_records (seq, bytes) SELECT * FROM UNNEST($27::int8[], $28::bytea[])
+             INSERT INTO audit_record_packs (first_seq, bytes, offsets)
+             SELECT $27::int8, $28::bytea, $29::int4[] WHERE $27::int8 IS NOT NULL
          ), new_subtrees AS (
              INSERT INTO audit_subtrees (level, index, hash)
-             SELECT * FROM UNNEST($29::int2[], $30::int8[], $31::bytea[])
+             SELECT * FROM UNNEST($30::int2[], $31::int8[], $32::bytea[])
          )
          INSERT INTO audit_checkpoints (size, root, note, signed_at)
-         SELECT $32::int8, $33::bytea, $34::text, $35::timestamptz WHERE $32::int8 IS NOT NULL",
+         SELECT $33::int8, $34::bytea, $35::text, $36::timestamptz WHERE $33::int8 IS NOT NULL",
         &transfers.ids,
         &transfers.seqs,
         &transfers.kinds as &[&str],
@@ -776,8 +768,9 @@ async fn insert_transfers_events_and_records(
         events.audit_seqs as &[Option<i64>],
         events.record_hashes as &[Option<Vec<u8>>],
         events.created,
-        &audit.seqs,
+        audit.seqs.first(),
         &audit.bytes,
+        &offsets,
         &audit.levels,
         &audit.indexes,
         &audit.hashes,
