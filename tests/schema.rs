@@ -47,6 +47,31 @@ async fn the_database_refuses_what_the_ledger_never_writes() {
         "23503",
         "currency of other accounts"
     );
+    // A statement of many transfers is checked by another plan (migrations/0011): its last transfer
+    // alone is wrong.
+    let many = |credit: &str, currency: &str| {
+        format!(
+            "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code, created_at)
+             SELECT gen_random_uuid(), 2000 + g, 'single', false, '{a1}',
+                    (CASE WHEN g = 200 THEN '{credit}' ELSE '{a2}' END)::uuid, 1,
+                    CASE WHEN g = 200 THEN '{currency}' ELSE 'USD' END, 1, now()
+             FROM generate_series(1, 200) g"
+        )
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("BEGIN; {}; ROLLBACK", many(&a2, "USD"))))
+        .execute(&mut connection)
+        .await
+        .expect("200 transfers between existing accounts of their currency");
+    assert_eq!(
+        refused(&mut connection, &many(&missing, "USD")).await,
+        "23503",
+        "one missing account among many transfers"
+    );
+    assert_eq!(
+        refused(&mut connection, &many(&a2, "EUR")).await,
+        "23503",
+        "one transfer among many in the currency of other accounts"
+    );
     let resolve = |pending: uuid::Uuid| {
         format!(
             "INSERT INTO transfers (id, seq, kind, linked, debit_account_id, credit_account_id, amount, currency, code,
