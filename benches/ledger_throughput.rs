@@ -17,6 +17,10 @@
 //!   choose time-ordered (v7) ids, as the README recommends: new ids then land at the right edge of the
 //!   primary key instead of on a random page of it.
 //!
+//! Each run's database is dropped when it ends, and a CHECKPOINT starts the next run from clean pages:
+//! otherwise autovacuum works through earlier runs' tables during later ones, and the figures depend
+//! on the order of the scenarios.
+//!
 //! FINLEDGER_BENCH_SCENARIOS picks scenarios by letter (default `abcdefg`: the seven above, in order).
 //!
 //! Run: `cargo bench --bench ledger_throughput` (settings via FINLEDGER_BENCH_* variables below).
@@ -275,6 +279,7 @@ fn main() -> anyhow::Result<()> {
                     _ => sequencer_run(&cluster, &name, *hot, *options, &settings, seed).await,
                 };
                 rates[index].push(rate);
+                settle(&cluster, &name).await;
             }
             let line: Vec<String> = runs
                 .iter()
@@ -308,6 +313,20 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+/// Drops a finished run's database and writes every dirty page out, so that the next run neither
+/// shares the machine with autovacuum working through this run's tables nor inherits its checkpoint.
+async fn settle(cluster: &LocalPostgres, name: &str) {
+    let mut connection = PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .expect("connecting");
+    for statement in [format!("DROP DATABASE {name} WITH (FORCE)"), "CHECKPOINT".to_string()] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut connection)
+            .await
+            .expect("settling the cluster between runs");
+    }
+}
+
 /// The shipped fraud ruleset, its velocity rule's threshold raised (see the module documentation).
 fn bench_ruleset() -> finledger::store::sequencer::FraudScreening {
     use finledger::fraud::{RULES_FILE, Ruleset};
