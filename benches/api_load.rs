@@ -1,7 +1,7 @@
 //! Load on the mTLS API: the real server (rustls, axum) over a local PostgreSQL with fsync on, driven
 //! by Rust clients with keep-alive connections, all on one machine.
 //!
-//! Scenarios, each on a fresh database:
+//! Scenarios, each on a fresh database, dropped when its run ends (see `support::settle`):
 //! - `single`: `clients` concurrent clients, each on its own connection, POST one transfer at a time
 //!   for `seconds`, once as fast as they are answered and once at a fixed total `rate` (5,000/s);
 //!   throughput and latency percentiles, over HTTP/2 and over HTTP/1.1;
@@ -30,7 +30,7 @@ use finledger::startup::{Application, Database};
 use hyper::StatusCode;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use support::{env_or, median, policies_with_velocity, scale};
+use support::{env_or, median, policies_with_velocity, scale, settle};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 1_000;
@@ -257,8 +257,11 @@ fn main() -> anyhow::Result<()> {
                     result.requests_per_s, result.p50_ms, result.p95_ms, result.p99_ms
                 );
                 results.push(result);
+                settle(&cluster, &name).await;
             }
-            batch.push(batch_run(&cluster, &format!("batch_{repeat}"), dir.path(), &load).await);
+            let name = format!("batch_{repeat}");
+            batch.push(batch_run(&cluster, &name, dir.path(), &load).await);
+            settle(&cluster, &name).await;
             eprintln!("repeat {repeat} batch: {:.0} transfers/s", batch[repeat]);
         }
     });

@@ -1,7 +1,8 @@
 //! Durable transfers per second through the sequencer into PostgreSQL (fsync on), measured in one run
 //! against a baseline of one database transaction per transfer.
 //!
-//! Scenarios, each on a fresh database of one local PostgreSQL started by this benchmark:
+//! Scenarios, each on a fresh database of one local PostgreSQL started by this benchmark, dropped when
+//! its run ends (see `support::settle`):
 //! - `spread`: transfers between random pairs of 10,000 accounts;
 //! - `hot`: every transfer debits or credits one hot account;
 //! - `naive`: the baseline, one transaction per transfer with SELECT ... FOR UPDATE on both accounts,
@@ -16,10 +17,6 @@
 //! - `spread, random ids`: `spread` with random (v4) transfer ids. Every other scenario's clients
 //!   choose time-ordered (v7) ids, as the README recommends: new ids then land at the right edge of the
 //!   primary key instead of on a random page of it.
-//!
-//! Each run's database is dropped when it ends, and a CHECKPOINT starts the next run from clean pages:
-//! otherwise autovacuum works through earlier runs' tables during later ones, and the figures depend
-//! on the order of the scenarios.
 //!
 //! FINLEDGER_BENCH_SCENARIOS picks scenarios by letter (default `abcdefg`: the seven above, in order).
 //!
@@ -36,7 +33,7 @@ use finledger::store::{AuditMode, SequencerConfig};
 use ledger::{Applied, Command};
 use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
-use support::{bench_audit, env_or, ledger_with_accounts, median, scale, transfer_command};
+use support::{bench_audit, env_or, ledger_with_accounts, median, scale, settle, transfer_command};
 use uuid::Uuid;
 
 const ACCOUNTS: u128 = 10_000;
@@ -313,20 +310,6 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-/// Drops a finished run's database and writes every dirty page out, so that the next run neither
-/// shares the machine with autovacuum working through this run's tables nor inherits its checkpoint.
-async fn settle(cluster: &LocalPostgres, name: &str) {
-    let mut connection = PgConnection::connect_with(&cluster.connect_options("postgres"))
-        .await
-        .expect("connecting");
-    for statement in [format!("DROP DATABASE {name} WITH (FORCE)"), "CHECKPOINT".to_string()] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut connection)
-            .await
-            .expect("settling the cluster between runs");
-    }
-}
-
 /// The shipped fraud ruleset, its velocity rule's threshold raised (see the module documentation).
 fn bench_ruleset() -> finledger::store::sequencer::FraudScreening {
     use finledger::fraud::{RULES_FILE, Ruleset};

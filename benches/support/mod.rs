@@ -83,6 +83,20 @@ pub async fn fresh_database(cluster: &LocalPostgres, name: &str) -> PgConnectOpt
     options
 }
 
+/// Drops a finished run's database and writes every dirty page out, so that the next run neither
+/// shares the machine with autovacuum working through this run's tables nor inherits its checkpoint.
+pub async fn settle(cluster: &LocalPostgres, name: &str) {
+    let mut connection = PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .expect("connecting");
+    for statement in [format!("DROP DATABASE {name} WITH (FORCE)"), "CHECKPOINT".to_string()] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut connection)
+            .await
+            .expect("settling the cluster between runs");
+    }
+}
+
 /// Accounts 1 to `count`, committed in full batches.
 pub async fn create_accounts(ledger: &LedgerHandle, count: u128) {
     let commands: Vec<Command> = (1..=count).map(account_command).collect();
