@@ -52,11 +52,12 @@ pub enum Entry<'a> {
 /// What a batch adds to the audit log, as columns for one INSERT per table.
 #[derive(Default)]
 pub struct AuditRows {
-    pub(super) seqs: Vec<i64>,
+    /// The seq of the batch's first record; the others follow it without a gap.
+    pub(super) first_seq: Option<i64>,
     /// The records, one after another, and where each ends in `bytes`.
     pub(super) bytes: Vec<u8>,
     record_ends: Vec<usize>,
-    /// The leaf hash of each record, as `seqs`.
+    /// The leaf hash of each record, in order.
     leaf_hashes: Vec<Hash>,
     /// Subtree hashes to store: level, index and hash.
     pub(super) levels: Vec<i16>,
@@ -73,7 +74,7 @@ pub struct AuditRows {
 
 impl AuditRows {
     pub fn records(&self) -> usize {
-        self.seqs.len()
+        self.record_ends.len()
     }
 
     /// The records' stored `offsets`: where each begins in `bytes`, then where the last ends.
@@ -86,7 +87,7 @@ impl AuditRows {
 
     /// Record `seq`'s place and leaf hash, when this batch appended it.
     pub fn record_ref(&self, seq: i64) -> Option<crate::outbox::AuditRef> {
-        let first = *self.seqs.first()?;
+        let first = self.first_seq?;
         let hash = self.leaf_hashes.get(usize::try_from(seq - first).ok()?)?;
         Some(crate::outbox::AuditRef {
             seq: seq as u64,
@@ -268,7 +269,7 @@ impl AuditLog {
         });
         window.leaves.push(appended.hash);
         let seq = appended.seq as i64;
-        rows.seqs.push(seq);
+        rows.first_seq.get_or_insert(seq);
         rows.bytes.extend_from_slice(&appended.bytes);
         rows.record_ends.push(rows.bytes.len());
         rows.leaf_hashes.push(appended.hash);

@@ -768,7 +768,7 @@ async fn insert_transfers_events_and_records(
         events.audit_seqs as &[Option<i64>],
         events.record_hashes as &[Option<Vec<u8>>],
         events.created,
-        audit.seqs.first(),
+        audit.first_seq,
         &audit.bytes,
         &offsets,
         &audit.levels,
