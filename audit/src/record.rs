@@ -89,6 +89,10 @@ pub enum Event {
     ReviewOpened(ReviewOpened),
     /// A held transfer was approved (posted) or rejected (voided) by the record's actor.
     ReviewDecided(ReviewDecided),
+    /// One reason a transfer is held for was approved by the record's actor; the transfer moves once
+    /// every reason it is held for is approved (the last approval's record precedes its
+    /// `ReviewDecided`).
+    ReviewApproved(ReviewApproved),
     /// Transfers screened by the fraud rules: one record per transfer a rule hit or failed on, with its
     /// explanation, and one per batch for all transfers allowed with no rule hit.
     FraudScreened(FraudScreened),
@@ -186,6 +190,14 @@ pub struct ReviewDecided {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewApproved {
+    /// The held transfer.
+    pub transfer: Id,
+    /// The reason approved, e.g. `approval_limit` or `fraud`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountCreated {
     pub id: Id,
     pub currency: Currency,
@@ -269,6 +281,7 @@ impl Event {
             Event::FraudScreened(_) => 12,
             Event::RulesetChanged(_) => 13,
             Event::SettlementCompleted(_) => 14,
+            Event::ReviewApproved(_) => 15,
         }
     }
 
@@ -289,6 +302,7 @@ impl Event {
             Event::FraudScreened(_) => "fraud.screened",
             Event::RulesetChanged(_) => "fraud.ruleset",
             Event::SettlementCompleted(_) => "settlement.completed",
+            Event::ReviewApproved(_) => "review.approved",
         }
     }
 }
@@ -438,6 +452,10 @@ fn encode_event(out: &mut Writer, event: &Event) {
             out.u8(r.decision as u8);
             out.bytes(&r.resolution);
         }
+        Event::ReviewApproved(r) => {
+            out.bytes(&r.transfer);
+            out.str(&r.reason);
+        }
         Event::FraudScreened(f) => {
             out.bytes(&f.ruleset);
             out.str(&f.verdict);
@@ -560,6 +578,10 @@ fn decode_event(input: &mut Reader, type_code: u16) -> Result<Event, DecodeError
             ruleset: input.hash()?,
             change: input.str()?,
             files: input.list(|input| Ok((input.str()?, input.hash()?)))?,
+        }),
+        15 => Event::ReviewApproved(ReviewApproved {
+            transfer: input.id()?,
+            reason: input.str()?,
         }),
         14 => Event::SettlementCompleted(SettlementCompleted {
             id: input.id()?,
@@ -893,6 +915,8 @@ mod tests {
                     initiator,
                 })
             }),
+            (id(), "[a-z_]{1,20}")
+                .prop_map(|(transfer, reason)| Event::ReviewApproved(ReviewApproved { transfer, reason })),
             (id(), any::<bool>(), id()).prop_map(|(transfer, approve, resolution)| {
                 Event::ReviewDecided(ReviewDecided {
                     transfer,

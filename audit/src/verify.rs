@@ -402,6 +402,7 @@ impl Verifier {
             | Event::PolicySetLoaded(_)
             | Event::ReviewOpened(_)
             | Event::ReviewDecided(_)
+            | Event::ReviewApproved(_)
             | Event::FraudScreened(_)
             | Event::RulesetChanged(_)
             | Event::SettlementCompleted(_) => Ok(()),

@@ -11,6 +11,8 @@ pub enum ErrorCode {
     // Input that can never be valid, whatever the ledger's state.
     #[error("the id must not be the nil UUID")]
     IdMustNotBeZero,
+    #[error("the id is in the namespace reserved for the ledger's own accounts and transfers")]
+    IdReserved,
     #[error("the amount is not a plain decimal number")]
     InvalidAmount,
     #[error("the amount must not be zero")]
@@ -165,6 +167,7 @@ macro_rules! wire_names {
 
 wire_names! {
     IdMustNotBeZero => "id_must_not_be_zero",
+    IdReserved => "id_reserved",
     InvalidAmount => "invalid_amount",
     AmountMustNotBeZero => "amount_must_not_be_zero",
     AmountMustNotBeNegative => "amount_must_not_be_negative",

@@ -21,7 +21,7 @@ pub use amount::{AMOUNT_MAX, AMOUNT_TEXT_LENGTH_MAX, Amount, DecimalAmount, form
 pub use balances::BalanceDelta;
 pub use code::ErrorCode;
 pub use currency::{Currency, SCALE_MAX};
-pub use ids::{AccountId, TransferId};
+pub use ids::{AccountId, TransferId, is_reserved, reserved_id};
 pub use metadata::{METADATA_BYTES_MAX, Metadata};
 pub use state::{Applied, BatchOutcome, Changes, Command, CommandResult, EXPIRIES_PER_BATCH_MAX, Ledger, Screen};
 pub use time::{TIMEOUT_S_MAX, Timestamp};

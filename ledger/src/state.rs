@@ -64,8 +64,14 @@ enum Undo {
     PendingState(TransferId, PendingState),
 }
 
-/// Decides on transfers as a batch applies: see [`Ledger::apply_screened`].
+/// Decides on commands as a batch applies: see [`Ledger::apply_screened`].
 pub trait Screen {
+    /// Whether the batch's command `index` may apply at all (e.g. not when it claims an id the caller
+    /// may not use). Asked for every command of a chain before any of it is screened or applied; a
+    /// refusal fails the chain with that code.
+    fn admit(&mut self, _index: usize, _command: &Command) -> Result<(), ErrorCode> {
+        Ok(())
+    }
     /// `transfer` (the batch's command `index`) is about to apply with the ledger as it is now: apply
     /// it as it is (`None`), apply a replacement instead, or refuse it.
     fn screen(
@@ -225,9 +231,10 @@ impl Ledger {
         self.apply_screened(commands, now, &mut ())
     }
 
-    /// Like [`Ledger::apply`], with `screen` deciding on every transfer that moves money (single-phase
-    /// or pending) just before its chain applies, against the state all earlier chains left: it may
-    /// replace the transfer (e.g. hold it as pending) or refuse it with a code, which fails its chain.
+    /// Like [`Ledger::apply`], with `screen` first admitting every command of a chain, then deciding on
+    /// every transfer of it that moves money (single-phase or pending) just before the chain applies,
+    /// against the state all earlier chains left: it may replace the transfer (e.g. hold it as pending)
+    /// or refuse it with a code, which fails its chain.
     /// `screen.settle` then learns whether the chain took effect.
     pub fn apply_screened(&mut self, commands: &[Command], now: Timestamp, screen: &mut impl Screen) -> BatchOutcome {
         let mut changes = Changes::default();
@@ -242,29 +249,7 @@ impl Ledger {
                 start = end;
                 continue;
             }
-            let mut replaced: Vec<Command> = Vec::new();
-            let mut refused = None;
-            for (offset, command) in commands[start..end].iter().enumerate() {
-                let Command::CreateTransfer(transfer) = command else {
-                    continue;
-                };
-                if transfer.movement().is_none() {
-                    continue;
-                }
-                match screen.screen(self, start + offset, transfer, now) {
-                    Ok(None) => {}
-                    Ok(Some(replacement)) => {
-                        if replaced.is_empty() {
-                            replaced = commands[start..end].to_vec();
-                        }
-                        replaced[offset] = Command::CreateTransfer(replacement);
-                    }
-                    Err(code) => {
-                        refused = Some((offset, code));
-                        break;
-                    }
-                }
-            }
+            let (replaced, refused) = self.screen_chain(commands, start, end, now, screen);
             let chain = if replaced.is_empty() {
                 &commands[start..end]
             } else {
@@ -284,6 +269,44 @@ impl Ledger {
         }
         debug_assert_eq!(results.len(), commands.len());
         BatchOutcome { results, changes }
+    }
+
+    /// Admits every command of the chain `commands[start..end]`, then screens its transfers: the chain
+    /// with any replacements (empty when none), and the first refusal (offset in the chain and code).
+    fn screen_chain(
+        &self,
+        commands: &[Command],
+        start: usize,
+        end: usize,
+        now: Timestamp,
+        screen: &mut impl Screen,
+    ) -> (Vec<Command>, Option<(usize, ErrorCode)>) {
+        let chain = &commands[start..end];
+        let mut replaced: Vec<Command> = Vec::new();
+        for (offset, command) in chain.iter().enumerate() {
+            if let Err(code) = screen.admit(start + offset, command) {
+                return (replaced, Some((offset, code)));
+            }
+        }
+        for (offset, command) in chain.iter().enumerate() {
+            let Command::CreateTransfer(transfer) = command else {
+                continue;
+            };
+            if transfer.movement().is_none() {
+                continue;
+            }
+            match screen.screen(self, start + offset, transfer, now) {
+                Ok(None) => {}
+                Ok(Some(replacement)) => {
+                    if replaced.is_empty() {
+                        replaced = chain.to_vec();
+                    }
+                    replaced[offset] = Command::CreateTransfer(replacement);
+                }
+                Err(code) => return (replaced, Some((offset, code))),
+            }
+        }
+        (replaced, None)
     }
 
     /// Applies a chain of one or more commands; all take effect or none.

@@ -351,3 +351,46 @@ fn balances_refuse_to_overflow() {
         [Err(ErrorCode::OverflowsDebits)]
     );
 }
+
+/// Refuses every command of chain index 1 at admission, as the service does with an id a caller may
+/// not claim.
+struct RefuseSecond;
+
+impl ledger::Screen for RefuseSecond {
+    fn admit(&mut self, index: usize, _: &Command) -> Result<(), ErrorCode> {
+        if index == 1 { Err(ErrorCode::IdReserved) } else { Ok(()) }
+    }
+
+    fn screen(
+        &mut self,
+        _: &Ledger,
+        _: usize,
+        _: &ledger::NewTransfer,
+        _: Timestamp,
+    ) -> Result<Option<ledger::NewTransfer>, ErrorCode> {
+        Ok(None)
+    }
+
+    fn settle(&mut self, _: bool) {}
+}
+
+#[test]
+fn a_command_refused_at_admission_fails_its_chain_and_applies_nothing() {
+    let mut ledger = ledger();
+    let batch = [
+        linked(transfer(20, 1, 2, "1.00")),
+        transfer(21, 1, 2, "2.00"),
+        transfer(22, 1, 2, "3.00"),
+    ];
+    let outcome = ledger.apply_screened(&batch, at(1), &mut RefuseSecond);
+    assert_eq!(
+        outcome.results,
+        [
+            Err(ErrorCode::LinkedEventFailed),
+            Err(ErrorCode::IdReserved),
+            Ok(Applied::Created)
+        ]
+    );
+    assert_eq!(balances(&ledger, 1), (300, 0, 0, 0), "only the chain after it applied");
+    assert!(ledger.transfer(transfer_id(20)).is_none());
+}
