@@ -141,6 +141,8 @@ fn main() {
                     initiator: facts.debit_account.owner.clone(),
                     transfer: facts,
                     reason: "approval_limit".to_string(),
+                    reasons: vec!["approval_limit".to_string()],
+                    approvers: Vec::new(),
                 };
                 policies
                     .decide(

@@ -323,5 +323,6 @@ fn bench_ruleset() -> finledger::store::sequencer::FraudScreening {
             Ruleset::from_files(files).expect("a valid ruleset"),
         )),
         hold_timeout_s: 3_600,
+        approval_window_s: 86_400,
     }
 }

@@ -63,6 +63,21 @@ pub struct Settings {
     #[arg(long, env = "FINLEDGER_HOLD_TIMEOUT_S", default_value_t = 259_200, value_parser = clap::value_parser!(u32).range(1..=31_536_000))]
     pub hold_timeout_s: u32,
 
+    /// The window approval limits sum over, in seconds: the most an initiator moves out of one account
+    /// within it without review is its aggregate limit (principals.toml). At most seven days.
+    #[arg(long, env = "FINLEDGER_APPROVAL_WINDOW_S", default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(60..=604_800))]
+    pub approval_window_s: u32,
+
+    /// How often each instance looks for a fraud ruleset activated on another, in milliseconds: an
+    /// activation is in effect on every instance within this (plus one batch).
+    #[arg(long, env = "FINLEDGER_RULESET_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub ruleset_poll_ms: u64,
+
+    /// Currencies whose payouts clearing account the service creates at start-up (comma-separated ISO
+    /// 4217 codes); settlements are made in these currencies only.
+    #[arg(long, env = "FINLEDGER_SETTLEMENT_CURRENCIES", value_delimiter = ',', default_value = "USD,EUR,GBP", value_parser = parse_currency)]
+    pub settlement_currencies: Vec<ledger::Currency>,
+
     /// Plain-HTTP operations listener: /healthz and /readyz only, never business data.
     #[arg(long, env = "FINLEDGER_OPS_LISTEN", default_value = "127.0.0.1:9464")]
     pub ops_listen: SocketAddr,
@@ -125,6 +140,10 @@ pub struct Settings {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, env = "FINLEDGER_LOG", default_value = "info")]
     pub log: String,
+}
+
+fn parse_currency(text: &str) -> Result<ledger::Currency, String> {
+    ledger::Currency::from_code(text.trim()).map_err(|_| format!("{text:?} is not an ISO 4217 currency code"))
 }
 
 fn parse_time_utc(text: &str) -> Result<chrono::NaiveTime, String> {

@@ -120,6 +120,14 @@ fn parse_spiffe_id(uri: &str) -> Result<ClaimedName, String> {
     })
 }
 
+/// The names the service's own actions are recorded under: the ledger itself (expiry, checkpoints, the
+/// owner of system accounts) and the daily settlement schedule. No principal may be listed under one,
+/// so no certificate or token can ever act as the service.
+pub const SERVICE_PRINCIPALS: [&str; 2] = ["finledger", "settlement-schedule"];
+
+/// The owner of the accounts the service keeps for itself (the payouts clearing accounts).
+pub const SYSTEM_PRINCIPAL: &str = SERVICE_PRINCIPALS[0];
+
 /// A principal as listed in the principals file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
@@ -131,12 +139,24 @@ pub struct Principal {
     /// Per currency code, in minor units: the largest transfer it makes without a second principal's
     /// approval, and the largest it may approve. A currency not listed means 0.
     pub approval_limits: BTreeMap<String, u64>,
+    /// Per currency code, in minor units: the most it moves out of one account in sum within the
+    /// approval window without a second principal's approval. A currency not listed means its
+    /// approval limit: splitting a transfer never escapes four eyes.
+    pub aggregate_limits: BTreeMap<String, u64>,
 }
 
 impl Principal {
     /// The approval limit in `currency`, in minor units (0 when none is configured).
     pub fn approval_limit(&self, currency: &str) -> u64 {
         self.approval_limits.get(currency).copied().unwrap_or(0)
+    }
+
+    /// The aggregate limit in `currency`, in minor units (the approval limit when none is configured).
+    pub fn aggregate_limit(&self, currency: &str) -> u64 {
+        self.aggregate_limits
+            .get(currency)
+            .copied()
+            .unwrap_or_else(|| self.approval_limit(currency))
     }
 
     pub fn has_role(&self, role: &str) -> bool {
@@ -209,10 +229,13 @@ struct PrincipalEntry {
     accounts: Vec<Uuid>,
     #[serde(default)]
     approval_limits: BTreeMap<String, u64>,
+    #[serde(default)]
+    aggregate_limits: BTreeMap<String, u64>,
 }
 
-/// Checks one principal's entry: a name usable in a SPIFFE ID, known roles, no conflicting pair of
-/// roles (static separation of duties), real currencies.
+/// Checks one principal's entry: a name usable in a SPIFFE ID and not the service's own, known roles,
+/// no conflicting pair of roles (static separation of duties), real currencies, no account of the
+/// service's own.
 fn check_principal(
     name: &str,
     entry: &PrincipalEntry,
@@ -223,6 +246,13 @@ fn check_principal(
         !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
         "principal {name:?}: a name is letters, digits, '-', '_' and '.'"
     );
+    anyhow::ensure!(
+        !SERVICE_PRINCIPALS.contains(&name),
+        "principal {name:?}: the name is the service's own (its records and system accounts carry it)"
+    );
+    if let Some(account) = entry.accounts.iter().find(|id| ledger::is_reserved(**id)) {
+        anyhow::bail!("principal {name:?}: accounts lists {account}, an id reserved for the service's own accounts");
+    }
     for role in &entry.roles {
         anyhow::ensure!(
             roles.contains_key(role),
@@ -237,10 +267,15 @@ fn check_principal(
              principal may hold both)"
         );
     }
-    for currency in entry.approval_limits.keys() {
-        ledger::Currency::from_code(currency).map_err(|_| {
-            anyhow::anyhow!("principal {name:?}: approval_limits names {currency:?}, which is not an ISO 4217 code")
-        })?;
+    for (field, limits) in [
+        ("approval_limits", &entry.approval_limits),
+        ("aggregate_limits", &entry.aggregate_limits),
+    ] {
+        for currency in limits.keys() {
+            ledger::Currency::from_code(currency).map_err(|_| {
+                anyhow::anyhow!("principal {name:?}: {field} names {currency:?}, which is not an ISO 4217 code")
+            })?;
+        }
     }
     Ok(())
 }
@@ -301,6 +336,7 @@ impl Principals {
                 roles: entry.roles,
                 accounts: entry.accounts,
                 approval_limits: entry.approval_limits,
+                aggregate_limits: entry.aggregate_limits,
             };
             by_name.insert(name, Arc::new(principal));
         }
@@ -456,6 +492,33 @@ mod tests {
         let payments = principals.get("payments").unwrap();
         assert_eq!(payments.approval_limit("USD"), 500);
         assert_eq!(payments.approval_limit("EUR"), 0);
+        assert_eq!(
+            payments.aggregate_limit("USD"),
+            500,
+            "the approval limit unless configured"
+        );
+        let text = FILE.replace(
+            "approval_limits = { USD = 500 }",
+            "approval_limits = { USD = 500 }\naggregate_limits = { USD = 2000 }",
+        );
+        let principals = Principals::parse(&text).unwrap();
+        assert_eq!(principals.get("payments").unwrap().aggregate_limit("USD"), 2000);
+    }
+
+    #[test]
+    fn nobody_is_listed_as_the_service_or_as_owning_its_accounts() {
+        for name in SERVICE_PRINCIPALS {
+            let text = format!("{FILE}\n[principals.{name}]\nkind = \"svc\"\n");
+            let error = format!("{:#}", Principals::parse(&text).unwrap_err());
+            assert!(error.contains("the service's own"), "{error}");
+        }
+        let clearing = ledger::reserved_id(b"clearing/USD");
+        let text = FILE.replace(
+            "roles = [\"payments\"]",
+            &format!("roles = [\"payments\"]\naccounts = [\"{clearing}\"]"),
+        );
+        let error = format!("{:#}", Principals::parse(&text).unwrap_err());
+        assert!(error.contains("reserved"), "{error}");
     }
 
     #[test]

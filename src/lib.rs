@@ -11,6 +11,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
+pub mod approval;
 pub mod authz;
 pub mod cli;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod local_postgres;
 pub mod ops;
 pub mod outbox;
 pub mod pki;
+pub mod rules_in_effect;
 pub mod settlement;
 pub mod startup;
 pub mod store;

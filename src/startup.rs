@@ -24,6 +24,7 @@ use crate::configuration::Settings;
 use crate::fraud::Ruleset;
 use crate::local_postgres::LocalPostgres;
 use crate::outbox::relay::{self, RelayStatus};
+use crate::rules_in_effect::RulesInEffect;
 use crate::settlement::Settlements;
 use crate::store::sequencer::FraudScreening;
 use crate::store::{self, AuditMode, SequencerConfig, Store, sequencer};
@@ -102,12 +103,14 @@ pub struct Application {
     pub authz: Arc<Authorizer>,
     /// The live fraud ruleset.
     pub fraud: Arc<ArcSwap<Ruleset>>,
-    policies_dir: std::path::PathBuf,
+    rules: Arc<RulesInEffect>,
     ledger: store::LedgerHandle,
     /// The outbox relay, when a broker is configured: its stop signal and task.
     relay: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     /// The daily settlement of configured accounts: its stop signal and task.
     schedule: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
+    /// The poll that takes rulesets activated on other instances into effect: its stop signal and task.
+    follow: (tokio::sync::watch::Sender<bool>, JoinHandle<()>),
 }
 
 impl Application {
@@ -134,18 +137,15 @@ impl Application {
             signer: audit_key.clone(),
             checkpoint_interval: Duration::from_millis(settings.audit_checkpoint_interval_ms),
         };
-        // The policy files are checked at every start; a ruleset activated through the API wins.
-        let files = Ruleset::load(&settings.policies)
-            .with_context(|| format!("loading the fraud rules in {}", settings.policies.display()))?;
-        let fraud = Arc::new(ArcSwap::from_pointee(match store.active_ruleset().await? {
-            Some(active) => Ruleset::from_files(active.files.into_iter().collect())
-                .map_err(|error| anyhow::anyhow!("the active fraud ruleset does not check: {error}"))?,
-            None => files,
-        }));
+        // The policy files are checked at every start; a ruleset activated through the API wins,
+        // with the files' lists.
+        let rules = Arc::new(RulesInEffect::load(&settings.policies, store.clone()).await?);
+        let fraud = rules.current().clone();
         let config = SequencerConfig {
             fraud: Some(FraudScreening {
                 ruleset: fraud.clone(),
                 hold_timeout_s: settings.hold_timeout_s,
+                approval_window_s: settings.approval_window_s,
             }),
             ..settings.sequencer()
         };
@@ -164,16 +164,27 @@ impl Application {
             (stop, task)
         });
         let settlements = Settlements::new(store.clone(), ledger.clone(), clock.clone());
+        settlements
+            .create_clearing_accounts(&settings.settlement_currencies)
+            .await
+            .context("creating the payouts clearing accounts")?;
         let schedule = (!settings.settlement_accounts.is_empty()).then(|| {
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(crate::settlement::run_schedule(
                 settlements.clone(),
+                authz.clone(),
                 settings.settlement_accounts.clone(),
                 settings.settlement_time_utc,
                 stopped,
             ));
             (stop, task)
         });
+        let follow = {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let interval = Duration::from_millis(settings.ruleset_poll_ms);
+            let task = tokio::spawn(follow_activations(rules.clone(), ledger.clone(), interval, stopped));
+            (stop, task)
+        };
         let state = AppState {
             relay: relay.is_some().then(|| relay_status.clone()),
             settlements,
@@ -183,7 +194,7 @@ impl Application {
             clock,
             audit_key: audit_key.verifier(),
             hold_timeout_s: settings.hold_timeout_s,
-            fraud: fraud.clone(),
+            rules: rules.clone(),
         };
         let ops_listener = TcpListener::bind(settings.ops_listen)
             .await
@@ -217,10 +228,11 @@ impl Application {
             database,
             authz,
             fraud,
-            policies_dir: settings.policies.clone(),
+            rules,
             ledger,
             relay,
             schedule,
+            follow,
         })
     }
 
@@ -235,15 +247,14 @@ impl Application {
     /// the next batch on; on any error the old one stays and the error is returned. Returns whether
     /// the ruleset changed.
     pub async fn reload_fraud_rules(&self) -> anyhow::Result<bool> {
-        reload_fraud_rules(&self.fraud, &self.policies_dir, &self.store).await
+        self.rules.reload_files(&self.ledger).await
     }
 
     /// Reloads the policies and the fraud rules on every SIGHUP, logging the outcome.
     pub fn reload_policies_on_sighup(&self) -> anyhow::Result<JoinHandle<()>> {
         let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing a SIGHUP handler")?;
-        let (authz, ledger) = (self.authz.clone(), self.ledger.clone());
-        let (fraud, dir, store) = (self.fraud.clone(), self.policies_dir.clone(), self.store.clone());
+        let (authz, ledger, rules) = (self.authz.clone(), self.ledger.clone(), self.rules.clone());
         Ok(tokio::spawn(async move {
             while hangups.recv().await.is_some() {
                 if let Err(error) = reload_policies(&authz, &ledger).await {
@@ -252,7 +263,7 @@ impl Application {
                         "policy reload failed; the previous policies stay"
                     );
                 }
-                if let Err(error) = reload_fraud_rules(&fraud, &dir, &store).await {
+                if let Err(error) = rules.reload_files(&ledger).await {
                     tracing::error!(
                         error = format!("{error:#}"),
                         "fraud rules reload failed; the previous ruleset stays"
@@ -271,6 +282,9 @@ impl Application {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        let (stop, task) = self.follow;
+        let _ = stop.send(true);
+        let _ = task.await;
         let _ = self.ops_stop.send(());
         let _ = self.api_task.await;
         let _ = self.ops_task.await;
@@ -290,22 +304,25 @@ impl Application {
     }
 }
 
-/// The policy files' ruleset, unless one was activated through the API (which then stays in effect).
-async fn reload_fraud_rules(current: &ArcSwap<Ruleset>, dir: &Path, store: &Store) -> anyhow::Result<bool> {
-    let ruleset = Ruleset::load(dir).with_context(|| format!("loading the fraud rules in {}", dir.display()))?;
-    if store.active_ruleset().await?.is_some() {
-        tracing::info!("fraud rules: a ruleset activated through the API is in effect; the files are not applied");
-        return Ok(false);
+/// Takes rulesets activated on other instances into effect, looking every `interval` until stopped.
+async fn follow_activations(
+    rules: Arc<RulesInEffect>,
+    ledger: store::LedgerHandle,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(error) = rules.follow_activations(&ledger).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "fraud rules: the latest activation could not be taken into effect; retrying"
+            );
+        }
     }
-    if ruleset.hash() == current.load().hash() {
-        return Ok(false);
-    }
-    tracing::info!(
-        hash = ruleset.hash_hex(),
-        "fraud rules reloaded: a new ruleset is in effect"
-    );
-    current.store(Arc::new(ruleset));
-    Ok(true)
 }
 
 async fn reload_policies(authz: &Authorizer, ledger: &store::LedgerHandle) -> anyhow::Result<bool> {

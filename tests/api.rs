@@ -734,9 +734,11 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
     let key_text = client.get("/v1/audit/public-key").await.text;
     let key = audit::note::NoteVerifier::parse(&key_text).expect("the public key in note verifier format");
     two_accounts(&client).await;
-    // Record 0 is the policy set taking effect at start-up; then the two accounts.
+    // Records 0 to 3 are the policy set taking effect and the service creating the payouts clearing
+    // accounts of its three settlement currencies at start-up; then the two accounts.
+    const START: u64 = 4;
     let old = signed_checkpoint(&auditor, &key).await;
-    assert_eq!(old.size, 3);
+    assert_eq!(old.size, START + 2);
     let pending = json!({"id": id(10), "debit_account_id": id(1), "credit_account_id": id(2), "amount": "5.00",
                          "currency": "USD", "code": 1, "pending": {"timeout_s": 3600}});
     assert_eq!(client.post("/v1/transfers", &pending).await.status, StatusCode::CREATED);
@@ -749,7 +751,7 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
     // Three records for the pending transfer and its post (the batch's fraud screening: allowed, no
     // rule hit); two for the refusal (its screening names the shadow round-amount rule it hit).
     let new = signed_checkpoint(&auditor, &key).await;
-    assert_eq!(new.size, 8);
+    assert_eq!(new.size, START + 7);
 
     // The pending transfer's records: its creation and its post, each proven in the checkpoint, each
     // naming the principal and certificate that asked.
@@ -774,7 +776,9 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
         assert!(decoded.actor.certificate_sha256.is_some());
     }
 
-    let page = auditor.get("/v1/audit/records?from=4&limit=10").await;
+    let page = auditor
+        .get(&format!("/v1/audit/records?from={}&limit=10", START + 3))
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     let types: Vec<&str> = page.body["data"]
         .as_array()
@@ -791,27 +795,34 @@ async fn auditors_get_signed_checkpoints_records_and_proofs_that_verify() {
             "command.rejected"
         ]
     );
-    assert_eq!(page.body["next_from"], 8);
+    assert_eq!(page.body["next_from"], START + 7);
 
-    let inclusion = auditor.get("/v1/audit/proof/inclusion?index=2&tree_size=3").await;
+    let (index, size) = (START + 1, START + 2);
+    let inclusion = auditor
+        .get(&format!("/v1/audit/proof/inclusion?index={index}&tree_size={size}"))
+        .await;
     assert_eq!(inclusion.status, StatusCode::OK, "{}", inclusion.text);
-    let first_page = auditor.get("/v1/audit/records?limit=3").await;
+    let first_page = auditor.get(&format!("/v1/audit/records?limit={size}")).await;
     assert_eq!(first_page.body["data"][0]["type"], "policy_set.loaded");
+    assert_eq!(first_page.body["data"][1]["type"], "account.created");
+    assert_eq!(first_page.body["data"][1]["principal"], "finledger");
     use base64::Engine;
     let bytes = base64::engine::general_purpose::STANDARD
-        .decode(first_page.body["data"][2]["bytes"].as_str().unwrap())
+        .decode(first_page.body["data"][index as usize]["bytes"].as_str().unwrap())
         .unwrap();
-    audit::merkle::verify_inclusion(&bytes, 2, 3, &old.root, &hashes(&inclusion.body["proof"])).unwrap();
+    audit::merkle::verify_inclusion(&bytes, index, size, &old.root, &hashes(&inclusion.body["proof"])).unwrap();
 
-    let consistency = auditor.get("/v1/audit/proof/consistency?old_size=3").await;
+    let consistency = auditor
+        .get(&format!("/v1/audit/proof/consistency?old_size={size}"))
+        .await;
     assert_eq!(consistency.status, StatusCode::OK, "{}", consistency.text);
-    assert_eq!(consistency.body["new_size"], 8);
+    assert_eq!(consistency.body["new_size"], START + 7);
     let proof = hashes(&consistency.body["proof"]);
     audit::merkle::verify_consistency(old.size, &old.root, new.size, &new.root, &proof).unwrap();
 
     for (path, code) in [
-        ("/v1/audit/proof/inclusion?index=8", "invalid_field"),
-        ("/v1/audit/proof/inclusion?index=0&tree_size=9", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=11", "invalid_field"),
+        ("/v1/audit/proof/inclusion?index=0&tree_size=12", "invalid_field"),
         ("/v1/audit/proof/inclusion?index=x", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=0", "invalid_field"),
         ("/v1/audit/proof/consistency?old_size=3&new_size=2", "invalid_field"),

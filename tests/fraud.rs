@@ -225,7 +225,8 @@ async fn the_review_queue_lists_what_the_caller_may_read_page_by_page() {
             .await;
         assert_eq!(held.status, StatusCode::ACCEPTED, "{}", held.text);
     }
-    // Above payments' approval limit: held for an approver (a limit review, with the fraud hits added).
+    // Above payments' approval limit and hitting the large-amount rule: held for both an approver and
+    // a fraud analyst, and in both queues.
     let limit = payments
         .post("/v1/transfers", &transfer(13, &id(1), &id(2), "150000.00"))
         .await;
@@ -243,11 +244,15 @@ async fn the_review_queue_lists_what_the_caller_may_read_page_by_page() {
     assert_eq!(open.status, StatusCode::OK, "{}", open.text);
     assert_eq!(
         ids(&open.body),
-        [id(10), id(11), id(12)],
-        "analysts read fraud reviews only"
+        [id(10), id(11), id(12), id(13)],
+        "analysts read the reviews held for fraud"
     );
     let alice = app.console_for("alice", true).get("/v1/reviews").await;
-    assert_eq!(ids(&alice.body), [id(13)], "approvers read limit reviews");
+    assert_eq!(
+        ids(&alice.body),
+        [id(13)],
+        "approvers read the reviews held for their limit"
+    );
     assert_eq!(alice.body["data"][0]["reason"], "approval_limit");
     assert_eq!(
         alice.body["data"][0]["explanation"]["fraud"]["rules"][0]["id"],
@@ -263,17 +268,21 @@ async fn the_review_queue_lists_what_the_caller_may_read_page_by_page() {
     assert_eq!(first.body["has_more"], true);
     let cursor = first.body["next_cursor"].as_str().unwrap();
     let second = analyst.get(&format!("/v1/reviews?limit=2&cursor={cursor}")).await;
-    assert_eq!(ids(&second.body), [id(12)], "{}", second.text);
+    assert_eq!(ids(&second.body), [id(12), id(13)], "{}", second.text);
 
     let approved = analyst
         .post(&format!("/v1/reviews/{}/approve", id(11)), &json!({}))
         .await;
     assert_eq!(approved.status, StatusCode::CREATED, "{}", approved.text);
-    assert_eq!(ids(&analyst.get("/v1/reviews").await.body), [id(10), id(12)]);
+    assert_eq!(ids(&analyst.get("/v1/reviews").await.body), [id(10), id(12), id(13)]);
     assert_eq!(ids(&analyst.get("/v1/reviews?status=approved").await.body), [id(11)]);
     assert_eq!(
         ids(&analyst.get("/v1/reviews?status=all&reason=fraud").await.body),
-        [id(10), id(11), id(12)]
+        [id(10), id(11), id(12), id(13)]
+    );
+    assert_eq!(
+        ids(&analyst.get("/v1/reviews?status=all&reason=approval_limit").await.body),
+        [id(13)]
     );
     for (query, code) in [
         ("status=pending", "invalid_field"),

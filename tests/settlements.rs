@@ -40,7 +40,9 @@ async fn balances(client: &ApiClient, account: &str) -> Value {
 #[tokio::test]
 async fn a_settlement_pays_out_the_net_of_its_period_once() {
     let scratch = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn_in(&helpers::policies_without_fraud_rules(scratch.path()), &[]).await;
+    let policies = helpers::policies_without_fraud_rules(scratch.path());
+    helpers::designate_for_settlement(&policies, &[id(1), id(2)]);
+    let app = TestApp::spawn_in(&policies, &[]).await;
     let payments = app.payments();
     for n in [1, 2] {
         let body = json!({"id": id(n), "currency": "USD", "code": 1, "flags": {}, "metadata": {}});
@@ -151,7 +153,10 @@ async fn a_settlement_pays_out_the_net_of_its_period_once() {
 
 #[tokio::test]
 async fn settlement_requests_are_checked_and_authorized() {
-    let app = TestApp::spawn().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = helpers::copy_policies(scratch.path());
+    helpers::designate_for_settlement(&policies, &[id(1)]);
+    let app = TestApp::spawn_in(&policies, &[]).await;
     let payments = app.payments();
     let body = json!({"id": id(1), "currency": "USD", "code": 1, "flags": {}, "metadata": {}});
     created(&payments, "/v1/accounts", body).await;
@@ -222,7 +227,10 @@ async fn configured_accounts_are_settled_daily_at_the_scheduled_time() {
         format!("--settlement-accounts={account}"),
         "--settlement-time-utc=08:02".to_string(),
     ];
-    let app = TestApp::spawn_with(&schedule.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = helpers::copy_policies(scratch.path());
+    helpers::designate_for_settlement(&policies, &[id(2)]);
+    let app = TestApp::spawn_in(&policies, &schedule.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert_eq!(time(app.clock.now_s()), "2027-01-15T08:00:00+00:00");
     let payments = app.payments();
     for n in [1, 2] {

@@ -123,6 +123,28 @@ impl Access {
         Err(forbidden(action, &decision))
     }
 
+    /// The first of `resources` (several views of one thing) that `action` is allowed on, by index; when
+    /// none is, the denial of the first is recorded and returned as 403.
+    pub async fn authorize_any(&self, action: Action, resources: &[Resource]) -> Result<usize, ApiError> {
+        let mut first = None;
+        for (index, resource) in resources.iter().enumerate() {
+            let decision = self.decide(action, resource);
+            if decision.allowed {
+                self.authorized.0.store(true, Ordering::Release);
+                return Ok(index);
+            }
+            first.get_or_insert((resource, decision));
+        }
+        let Some((resource, decision)) = first else {
+            return Err(ApiError::internal(anyhow::anyhow!(
+                "{}: nothing to authorize",
+                action.as_str()
+            )));
+        };
+        self.record_denials(vec![denial(action, resource, &decision)]).await;
+        Err(forbidden(action, &decision))
+    }
+
     /// The decision without recording it: for callers that decide many items and answer once.
     pub fn decide(&self, action: Action, resource: &Resource) -> Decision {
         self.policies.decide(&self.caller, action, resource, self.now)
@@ -141,9 +163,11 @@ impl Access {
         }
     }
 
-    /// The ledger, acting as this caller under this policy set.
+    /// The ledger, acting as this caller under this policy set, holding every transfer above the
+    /// caller's approval limits for a second principal.
     pub fn ledger(&self) -> LedgerHandle {
-        self.ledger.acting_as(self.actor())
+        let limits = Arc::new(crate::approval::ApprovalLimits::of(&self.caller.principal));
+        self.ledger.acting_as(self.actor()).limited_by(limits)
     }
 
     /// This caller under this policy set, as audit records name it.
@@ -158,12 +182,7 @@ impl Access {
 
 /// The audit record of a denial.
 pub fn denial(action: Action, resource: &Resource, decision: &Decision) -> AccessDenied {
-    AccessDenied {
-        action: action.as_str().to_string(),
-        resource: resource_name(resource),
-        policy_ids: decision.policy_ids.clone(),
-        erroring_policy_ids: decision.erroring_policy_ids.clone(),
-    }
+    decision.denial(action, resource)
 }
 
 /// The 403 answer to a denial: the determining policy ids, nothing else of the policies.
@@ -180,18 +199,4 @@ pub fn forbidden(action: Action, decision: &Decision) -> ApiError {
     let mut error = ApiError::new(ApiCode::Forbidden, detail);
     error.policy_ids = decision.policy_ids.clone();
     error
-}
-
-/// A resource as a Cedar entity reference, for audit records.
-fn resource_name(resource: &Resource) -> String {
-    match resource {
-        Resource::Account(account) => format!("Account::\"{}\"", account.id),
-        Resource::Transfer(transfer) => format!("Transfer::\"{}\"", transfer.id),
-        Resource::Review(review) => format!("Review::\"{}\"", review.transfer.id),
-        Resource::Ruleset { id, .. } => format!("Ruleset::{id:?}"),
-        Resource::Report(id) => format!("Report::{id:?}"),
-        Resource::AuditLog => "AuditLog::\"log\"".to_string(),
-        Resource::Events => "EventStream::\"outbox\"".to_string(),
-        Resource::Api => "Api::\"v1\"".to_string(),
-    }
 }

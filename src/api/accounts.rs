@@ -47,7 +47,7 @@ pub struct CreateAccount {
 fn account_field(code: ErrorCode) -> Option<&'static str> {
     use ErrorCode::*;
     Some(match code {
-        IdMustNotBeZero => "id",
+        IdMustNotBeZero | IdReserved => "id",
         InvalidCurrency | CurrencyHasNoMinorUnit | ExistsWithDifferentCurrency => "currency",
         CodeMustNotBeZero | ExistsWithDifferentCode => "code",
         InvalidOwner | ExistsWithDifferentOwner => "owner",

@@ -91,8 +91,8 @@ pub struct AppState {
     pub hold_timeout_s: u32,
     /// The audit log's public key, served to auditors.
     pub audit_key: NoteVerifier,
-    /// The fraud ruleset screening transfers, swapped whole on activation.
-    pub fraud: Arc<arc_swap::ArcSwap<crate::fraud::Ruleset>>,
+    /// The fraud ruleset in effect, swapped whole on activation and reload.
+    pub rules: Arc<crate::rules_in_effect::RulesInEffect>,
     /// The outbox relay's state, when a broker is configured.
     pub relay: Option<Arc<crate::outbox::relay::RelayStatus>>,
     /// Settlement runs.

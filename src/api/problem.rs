@@ -34,13 +34,14 @@ pub enum ApiCode {
     RulesetNotFound,
     SettlementNotFound,
     SettlementOutOfOrder,
+    ClearingAccountInvalid,
     OutcomeUnknown,
     Unavailable,
     Internal,
 }
 
 impl ApiCode {
-    pub const ALL: [ApiCode; 22] = [
+    pub const ALL: [ApiCode; 23] = [
         ApiCode::MalformedJson,
         ApiCode::JsonTooDeep,
         ApiCode::InvalidField,
@@ -60,6 +61,7 @@ impl ApiCode {
         ApiCode::RulesetNotFound,
         ApiCode::SettlementNotFound,
         ApiCode::SettlementOutOfOrder,
+        ApiCode::ClearingAccountInvalid,
         ApiCode::OutcomeUnknown,
         ApiCode::Unavailable,
         ApiCode::Internal,
@@ -86,6 +88,7 @@ impl ApiCode {
             ApiCode::RulesetNotFound => "ruleset_not_found",
             ApiCode::SettlementNotFound => "settlement_not_found",
             ApiCode::SettlementOutOfOrder => "settlement_out_of_order",
+            ApiCode::ClearingAccountInvalid => "clearing_account_invalid",
             ApiCode::OutcomeUnknown => "outcome_unknown",
             ApiCode::Unavailable => "unavailable",
             ApiCode::Internal => "internal",
@@ -105,7 +108,7 @@ impl ApiCode {
             | ApiCode::RulesetNotFound
             | ApiCode::SettlementNotFound
             | ApiCode::NotFound => StatusCode::NOT_FOUND,
-            ApiCode::SettlementOutOfOrder => StatusCode::CONFLICT,
+            ApiCode::SettlementOutOfOrder | ApiCode::ClearingAccountInvalid => StatusCode::CONFLICT,
             ApiCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiCode::UnknownPrincipal | ApiCode::Forbidden => StatusCode::FORBIDDEN,

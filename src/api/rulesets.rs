@@ -1,7 +1,8 @@
 //! /v1/fraud/rulesets: fraud rulesets proposed by rule authors and activated by a different
 //! principal (the authorization policies enforce both), each identified by the SHA-256 of its files.
-//! An activation takes effect from the next batch on and is recorded, with its audit record, in one
-//! commit.
+//! An activation is recorded, with its audit record, in one commit, and takes effect from the next
+//! batch on here and within one poll interval on every other instance; the lists in effect are always
+//! the policy files' (see [`crate::rules_in_effect`]).
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub struct ProposeRuleset {
 pub struct RulesetView {
     /// SHA-256 of its files, hex: the id screenings name.
     pub id: String,
-    /// `active` (screening every transfer now), `proposed` (never activated) or `retired`.
+    /// `active` (its rules screen every transfer now), `proposed` (never activated) or `retired`.
     pub status: String,
     pub proposed_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,12 +71,17 @@ pub struct RuleSummary {
 /// The ruleset in effect and every ruleset proposed through the API.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RulesetList {
-    /// The id of the ruleset screening transfers now (the policy files' until one is activated).
+    /// The hash of the ruleset screening transfers now, which screenings' audit records name: the
+    /// activated ruleset's (the policy files' until one is activated), with the policy files' lists.
     pub active: String,
+    /// The id of the ruleset activated through the API that is in effect; absent while the policy
+    /// files' rules are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated: Option<String>,
     pub data: Vec<RulesetView>,
 }
 
-fn view(stored: &StoredRuleset, active: &[u8; 32]) -> RulesetView {
+fn view(stored: &StoredRuleset, activated: Option<[u8; 32]>) -> RulesetView {
     let rules = Ruleset::from_files(stored.files.iter().cloned().collect::<Files>())
         .map(|ruleset| {
             ruleset
@@ -90,7 +96,7 @@ fn view(stored: &StoredRuleset, active: &[u8; 32]) -> RulesetView {
                 .collect()
         })
         .unwrap_or_default();
-    let status = if &stored.id == active {
+    let status = if activated == Some(stored.id) {
         "active"
     } else if stored.activations.is_empty() {
         "proposed"
@@ -133,7 +139,7 @@ pub async fn propose(
     access: Access,
     JsonBody(body): JsonBody<ProposeRuleset>,
 ) -> Result<Response, ApiError> {
-    let mut files = state.fraud.load().files().clone();
+    let mut files = state.rules.current().load().files().clone();
     files.insert(RULES_FILE.to_string(), body.rules);
     if let Some(features) = body.features {
         files.insert(FEATURES_FILE.to_string(), features);
@@ -145,9 +151,9 @@ pub async fn propose(
         proposer: access.principal().name.clone(),
     };
     access.authorize(Action::RulesPropose, &resource).await?;
-    let active = state.fraud.load().hash();
+    let activated = state.rules.activated().await;
     if let Some(existing) = stored(&state, &id).await? {
-        return Ok(replay(view(&existing, &active)));
+        return Ok(replay(view(&existing, activated)));
     }
     let change = RulesetChange::Propose {
         id,
@@ -157,7 +163,7 @@ pub async fn propose(
     let proposed = stored(&state, &id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a proposed ruleset was not stored")))?;
-    Ok((StatusCode::CREATED, Json(view(&proposed, &active))).into_response())
+    Ok((StatusCode::CREATED, Json(view(&proposed, activated))).into_response())
 }
 
 fn replay(body: RulesetView) -> Response {
@@ -197,16 +203,24 @@ pub async fn activate(
         proposer: proposal.proposed_by.clone(),
     };
     access.authorize(Action::RulesActivate, &resource).await?;
-    if state.fraud.load().hash() == id {
-        return Ok(replay(view(&proposal, &id)));
+    if state.rules.activated().await == Some(id) {
+        return Ok(replay(view(&proposal, Some(id))));
     }
-    let ruleset = Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
+    Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
         .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))?;
     access.ledger().record_ruleset(RulesetChange::Activate { id }).await?;
-    state.fraud.store(Arc::new(ruleset));
     tracing::info!(ruleset = hex::encode(id), by = %access.principal().name, "fraud ruleset activated");
+    state
+        .rules
+        .follow_activations(&state.ledger)
+        .await
+        .map_err(|error| ApiError::internal(error.context("the activation is recorded but not yet in effect here")))?;
     let activated = stored(&state, &id).await?.unwrap_or(proposal);
-    Ok((StatusCode::CREATED, Json(view(&activated, &id))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&activated, state.rules.activated().await)),
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/fraud/rulesets", tag = "fraud",
@@ -215,16 +229,18 @@ pub async fn activate(
         (status = 403, description = "Refused by policy", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(State(state): State<AppState>, access: Access) -> Result<Json<RulesetList>, ApiError> {
-    let active = state.fraud.load().hash();
+    let active = state.rules.current().load().hash();
     let resource = Resource::Ruleset {
         id: hex::encode(active),
         proposer: String::new(),
     };
     access.authorize(Action::RulesRead, &resource).await?;
     let rulesets = read(state.store.rulesets().await)?;
+    let activated = state.rules.activated().await;
     Ok(Json(RulesetList {
         active: hex::encode(active),
-        data: rulesets.iter().map(|r| view(r, &active)).collect(),
+        activated: activated.map(hex::encode),
+        data: rulesets.iter().map(|r| view(r, activated)).collect(),
     }))
 }
 
@@ -278,7 +294,7 @@ pub async fn backtest(
     if from > to {
         return Err(ApiError::new(ApiCode::InvalidField, "from: after to"));
     }
-    let active = state.fraud.load_full();
+    let active = state.rules.current().load_full();
     let (candidate, proposer) = match &body.ruleset {
         None => (active.clone(), String::new()),
         Some(id) => {

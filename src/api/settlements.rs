@@ -82,10 +82,11 @@ impl SettlementView {
     responses(
         (status = 201, description = "Settled now: the net moved to the clearing account, events emitted", body = SettlementView),
         (status = 200, description = "Settled before with this cut-off (Idempotent-Replay: true); nothing changed", body = SettlementView),
-        (status = 403, description = "Not allowed to settle this account", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not allowed to settle this account: not a settlement operator, or the account is not designated for settlement (policy only-designated-accounts-settle)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The account is settled past this cut-off", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account is settled past this cut-off (settlement_out_of_order), or the clearing account of its currency is not the service's own (clearing_account_invalid)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid cut-off, or the settlement transfer was refused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Another settlement of the account is running, the outcome is unknown, or the service is shutting down; retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -111,6 +112,10 @@ pub async fn create(
             SettleError::CutOffNotPast(_) => ApiError::new(ApiCode::InvalidField, error.to_string()),
             SettleError::OutOfOrder(_) => ApiError::new(ApiCode::SettlementOutOfOrder, error.to_string()),
             SettleError::Refused(code) => ApiError::ledger(code, None),
+            SettleError::ClearingAccountInvalid { .. } => {
+                ApiError::new(ApiCode::ClearingAccountInvalid, error.to_string())
+            }
+            SettleError::Busy(_) => ApiError::new(ApiCode::Unavailable, error.to_string()),
             SettleError::Submit(error) => error.into(),
             SettleError::Store(error) => ApiError::internal(error),
         })?;

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::{HeaderValue, StatusCode, header};
-use ledger::{Movement, NewTransfer, TransferCommand};
+use ledger::{Movement, NewTransfer, TransferCommand, TransferKind};
 
 use crate::api::access::{self, Access};
 use crate::api::input::{JsonBody, path_id};
@@ -19,7 +19,7 @@ use crate::api::problem::{ApiCode, ApiError, ItemError, Problem};
 use crate::api::views::TransferView;
 use crate::api::{AppState, BATCH_LENGTH_MAX, execute_one, read, write_response};
 use crate::authz::{AccountFacts, Action, Resource, TransferFacts};
-use crate::store::{Receipt, Record, ReviewChange, ReviewReason};
+use crate::store::{Receipt, Record};
 
 /// A transfer to create. The id is the idempotency key.
 #[derive(Clone, Debug, Deserialize, ToSchema)]
@@ -79,7 +79,7 @@ impl CreateTransfer {
 fn transfer_field(code: ErrorCode) -> Option<&'static str> {
     use ErrorCode::*;
     Some(match code {
-        IdMustNotBeZero => "id",
+        IdMustNotBeZero | IdReserved => "id",
         InvalidAmount
         | AmountMustNotBeZero
         | AmountMustNotBeNegative
@@ -126,24 +126,18 @@ fn transfer_view(receipt: Receipt) -> Option<TransferView> {
 }
 
 /// Submits one transfer request, once allowed, and answers with its record or its refusal. A transfer
-/// above the caller's approval limit, or one a fraud rule sends to review, is created held (pending)
-/// with a review, and answered with 202.
+/// above the caller's approval limits, or one a fraud rule sends to review, is created held (pending)
+/// with a review, and answered with 202; so is a replay of one (with `Idempotent-Replay: true`).
 async fn create_one(state: &AppState, access: &Access, request: TransferRequest) -> Result<Response, ApiError> {
     let transfer = request
         .parse()
         .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
-    let (transfer, review, resource) = match transfer.pending_id() {
+    let resource = match transfer.pending_id() {
         None => {
             let accounts = movement_accounts(state, std::slice::from_ref(&transfer)).await?;
-            let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s, 0);
-            let facts = movement_facts(&transfer, &accounts, review.is_some())
-                .map_err(|code| ApiError::ledger(code, transfer_field(code)))?;
-            (transfer, review, facts)
+            movement_facts(&transfer, &accounts).map_err(|code| ApiError::ledger(code, transfer_field(code)))?
         }
-        Some(pending_id) => {
-            let facts = pending_facts(state, pending_id).await?;
-            (transfer, None, facts)
-        }
+        Some(pending_id) => pending_facts(state, pending_id).await?,
     };
     let action = match &transfer.command {
         TransferCommand::Single(_) | TransferCommand::Pending { .. } => Action::TransferCreate,
@@ -152,10 +146,14 @@ async fn create_one(state: &AppState, access: &Access, request: TransferRequest)
     };
     access.authorize(action, &Resource::Transfer(resource)).await?;
     let id = transfer.id.uuid();
-    let receipt = execute_one(access, Command::CreateTransfer(transfer), review.into_iter().collect()).await?;
-    let (result, held) = (receipt.result, receipt.held);
+    let receipt = execute_one(access, Command::CreateTransfer(transfer), Vec::new()).await?;
+    let held = receipt.held
+        || replayed_held(state, std::slice::from_ref(&receipt))
+            .await?
+            .contains(&id);
+    let result = receipt.result;
     let mut response = write_response(result, result.err().and_then(transfer_field), || transfer_view(receipt))?;
-    if held && response.status() == StatusCode::CREATED {
+    if held {
         *response.status_mut() = StatusCode::ACCEPTED;
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/reviews/{id}")) {
             response.headers_mut().insert(header::LOCATION, location);
@@ -164,37 +162,18 @@ async fn create_one(state: &AppState, access: &Access, request: TransferRequest)
     Ok(response)
 }
 
-/// The transfer as it will be created: held (pending, with a review to open for the submission's
-/// command at index `command`) when its amount is above the caller's approval limit in its currency,
-/// as it is otherwise.
-fn hold_above_limit(
-    access: &Access,
-    mut transfer: NewTransfer,
-    hold_timeout_s: u32,
-    command: usize,
-) -> (NewTransfer, Option<ReviewChange>) {
-    let Some(movement) = transfer.movement().cloned() else {
-        return (transfer, None);
-    };
-    let limit = access.principal().approval_limit(movement.currency.code());
-    if movement.amount.minor() <= limit {
-        return (transfer, None);
-    }
-    let explanation = serde_json::json!({
-        "initiator": access.principal().name,
-        "amount": movement.amount.format(movement.currency),
-        "currency": movement.currency.code(),
-        "approval_limit": ledger::format_minor(limit, movement.currency),
-    });
-    if let Some(held) = crate::fraud::screen::held(&transfer, hold_timeout_s) {
-        transfer = held;
-    }
-    let review = ReviewChange::Open {
-        command,
-        reason: ReviewReason::ApprovalLimit,
-        explanation,
-    };
-    (transfer, Some(review))
+/// Of the transfers `receipts` found existing, the ones that were created held for review: a replay of
+/// a held transfer says it is held, as its first answer did.
+async fn replayed_held(state: &AppState, receipts: &[Receipt]) -> Result<HashSet<Uuid>, ApiError> {
+    let replayed: Vec<Uuid> = receipts
+        .iter()
+        .filter(|receipt| receipt.result == Ok(Applied::Exists))
+        .filter_map(|receipt| match &receipt.record {
+            Some(Record::Transfer(transfer)) if transfer.kind == TransferKind::Pending => Some(transfer.id.uuid()),
+            _ => None,
+        })
+        .collect();
+    read(state.store.reviewed(&replayed).await)
 }
 
 /// The accounts the transfers move money between, as far as they exist.
@@ -210,12 +189,10 @@ async fn movement_accounts(
     read(state.store.account_facts(&ids).await)
 }
 
-/// What policies see of a transfer to create; a missing account is the ledger's refusal.
-fn movement_facts(
-    transfer: &NewTransfer,
-    accounts: &HashMap<Uuid, AccountFacts>,
-    held: bool,
-) -> Result<TransferFacts, ErrorCode> {
+/// What policies see of a transfer to create; a missing account is the ledger's refusal. It is not
+/// held: whether a new transfer is held for review is decided as it applies, with the sums of
+/// everything applied before it.
+fn movement_facts(transfer: &NewTransfer, accounts: &HashMap<Uuid, AccountFacts>) -> Result<TransferFacts, ErrorCode> {
     let movement = transfer.movement().ok_or(ErrorCode::PendingTransferNotFound)?;
     let account = |id: ledger::AccountId, missing| accounts.get(&id.uuid()).cloned().ok_or(missing);
     Ok(TransferFacts {
@@ -224,7 +201,7 @@ fn movement_facts(
         credit_account: account(movement.credit_account_id, ErrorCode::CreditAccountNotFound)?,
         amount_minor: movement.amount.minor(),
         currency: movement.currency.code().to_string(),
-        held,
+        held: false,
     })
 }
 
@@ -269,6 +246,7 @@ async fn pending_facts(state: &AppState, pending_id: TransferId) -> Result<Trans
 #[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = CreateTransfer,
     responses(
         (status = 201, description = "Created and durably committed", body = TransferView),
+        (status = 202, description = "Created held for review: pending until its review (header Location) is decided; also the answer to a replay of a held transfer, with header Idempotent-Replay: true", body = TransferView),
         (status = 200, description = "The same transfer was already created (header Idempotent-Replay: true)", body = TransferView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The id exists with different fields (code exists_with_different_<field>)", body = Problem, content_type = "application/problem+json"),
@@ -449,7 +427,8 @@ pub struct ItemResult {
     /// a batch of thousands costs little to encode and to read.
     pub id: Uuid,
     pub status: ItemStatus,
-    /// The transfer was created held for review (pending; its review is /v1/reviews/{id}).
+    /// The transfer was created held for review (pending; its review is /v1/reviews/{id}), now or, for
+    /// a replay (`exists`), when it was first created.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
     /// Set when the item failed: a ledger result code.
@@ -494,13 +473,17 @@ pub async fn batch(
     }
     let ids: Vec<Uuid> = body.transfers.iter().map(|transfer| transfer.id).collect();
     let transfers = parse_items(body.transfers)?;
-    let (commands, reviews) = authorize_items(&state, &access, transfers).await?;
-    let receipts = access.ledger().execute_with_reviews(commands, reviews).await?;
+    let commands = authorize_items(&state, &access, transfers).await?;
+    let receipts = access.ledger().execute(commands).await?;
+    let replayed_held = replayed_held(&state, &receipts).await?;
     let results = receipts
         .into_iter()
         .zip(ids)
         .enumerate()
-        .map(|(index, (receipt, id))| item_result(index, id, receipt))
+        .map(|(index, (receipt, id))| {
+            let held = receipt.held || replayed_held.contains(&id);
+            item_result(index, id, receipt, held)
+        })
         .collect();
     Ok(Json(BatchResponse { results }))
 }
@@ -542,22 +525,20 @@ fn refused_items(refused: Vec<(usize, ErrorCode)>) -> ApiError {
     error
 }
 
-/// Holds items above the caller's limit and decides every item. The batch goes ahead only if every
-/// item is allowed; otherwise it is refused whole with the refused items listed (and each denial
-/// recorded), as is a batch naming accounts that do not exist.
+/// Decides every item. The batch goes ahead only if every item is allowed; otherwise it is refused
+/// whole with the refused items listed (and each denial recorded), as is a batch naming accounts that
+/// do not exist.
 async fn authorize_items(
     state: &AppState,
     access: &Access,
     transfers: Vec<NewTransfer>,
-) -> Result<(Vec<Command>, Vec<ReviewChange>), ApiError> {
+) -> Result<Vec<Command>, ApiError> {
     let accounts = movement_accounts(state, &transfers).await?;
     let mut commands = Vec::with_capacity(transfers.len());
-    let mut reviews = Vec::new();
     let mut missing = Vec::new();
     let mut denied = Vec::new();
     for (index, transfer) in transfers.into_iter().enumerate() {
-        let (transfer, review) = hold_above_limit(access, transfer, state.hold_timeout_s, index);
-        match movement_facts(&transfer, &accounts, review.is_some()) {
+        match movement_facts(&transfer, &accounts) {
             Err(code) => missing.push((index, code)),
             Ok(facts) => {
                 let resource = Resource::Transfer(facts);
@@ -571,7 +552,6 @@ async fn authorize_items(
                 }
             }
         }
-        reviews.extend(review);
         commands.push(Command::CreateTransfer(transfer));
     }
     if !missing.is_empty() {
@@ -601,7 +581,7 @@ async fn authorize_items(
         return Err(error);
     }
     access.allowed_all();
-    Ok((commands, reviews))
+    Ok(commands)
 }
 
 fn item_detail(index: usize, code: ErrorCode) -> String {
@@ -611,7 +591,7 @@ fn item_detail(index: usize, code: ErrorCode) -> String {
     }
 }
 
-fn item_result(index: usize, id: Uuid, receipt: Receipt) -> ItemResult {
+fn item_result(index: usize, id: Uuid, receipt: Receipt, held: bool) -> ItemResult {
     match receipt.result {
         Ok(applied) => ItemResult {
             index,
@@ -620,7 +600,7 @@ fn item_result(index: usize, id: Uuid, receipt: Receipt) -> ItemResult {
                 Applied::Created => ItemStatus::Created,
                 Applied::Exists => ItemStatus::Exists,
             },
-            held: receipt.held,
+            held,
             code: None,
             detail: None,
         },

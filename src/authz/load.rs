@@ -1,7 +1,8 @@
-//! Reading the policy directory: the Cedar schema, every `*.cedar` file and the principals file,
-//! checked together. Any problem is reported as `file:line:column: reason` and nothing is loaded.
+//! Reading the policy directory: the Cedar schema, every `*.cedar` file, the accounts designated for
+//! settlement and the principals file, checked together. Any problem is reported as
+//! `file:line:column: reason` and nothing is loaded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
@@ -9,16 +10,20 @@ use std::str::FromStr;
 use anyhow::Context;
 use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::identity::Principals;
 
 const SCHEMA_FILE: &str = "schema.cedarschema";
 const PRINCIPALS_FILE: &str = "principals.toml";
+const SETTLEMENT_FILE: &str = "settlement.toml";
 
 /// The files of a policy directory as read, before they are checked.
 pub struct Sources {
-    /// (file name, text): the schema, then the policy files by name, then the principals file.
+    /// (file name, text): the schema, then the policy files by name, then the settlement designations
+    /// when there are any, then the principals file.
     pub files: Vec<(String, String)>,
 }
 
@@ -47,6 +52,9 @@ impl Sources {
             let text = read(&name)?;
             files.push((name, text));
         }
+        if dir.join(SETTLEMENT_FILE).exists() {
+            files.push((SETTLEMENT_FILE.to_string(), read(SETTLEMENT_FILE)?));
+        }
         files.push((PRINCIPALS_FILE.to_string(), read(PRINCIPALS_FILE)?));
         Ok(Sources { files })
     }
@@ -66,11 +74,29 @@ impl Sources {
     }
 }
 
-/// What the files say, checked: the schema, the policies (each with its `@id`), and the principals.
+/// What the files say, checked: the schema, the policies (each with its `@id`), the accounts designated
+/// for settlement, and the principals.
 pub struct Checked {
     pub schema: Schema,
     pub policies: PolicySet,
+    pub settlement_accounts: HashSet<Uuid>,
     pub principals: Principals,
+}
+
+/// policies/settlement.toml: the accounts a settlement may net and pay out (merchant accounts), the
+/// fact the `settlement` attribute of an account gives the policies.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettlementFile {
+    accounts: Vec<Uuid>,
+}
+
+fn settlement_accounts(text: &str) -> anyhow::Result<HashSet<Uuid>> {
+    let file: SettlementFile = toml::from_str(text)?;
+    if let Some(account) = file.accounts.iter().find(|id| ledger::is_reserved(**id)) {
+        anyhow::bail!("accounts lists {account}, an id reserved for the service's own accounts");
+    }
+    Ok(file.accounts.into_iter().collect())
 }
 
 pub fn check(sources: &Sources) -> anyhow::Result<Checked> {
@@ -79,7 +105,7 @@ pub fn check(sources: &Sources) -> anyhow::Result<Checked> {
         .map_err(|error| anyhow::anyhow!(located(schema_name, schema_text, &error)))?;
     let mut policies = PolicySet::new();
     let mut file_of: HashMap<PolicyId, usize> = HashMap::new();
-    let policy_files = &sources.files[1..sources.files.len() - 1];
+    let policy_files: Vec<&(String, String)> = sources.files.iter().filter(|(n, _)| n.ends_with(".cedar")).collect();
     for (index, (name, text)) in policy_files.iter().enumerate() {
         let parsed = PolicySet::from_str(text).map_err(|error| anyhow::anyhow!(located(name, text, &error)))?;
         anyhow::ensure!(
@@ -122,9 +148,14 @@ pub fn check(sources: &Sources) -> anyhow::Result<Checked> {
     }
     let (principals_name, principals_text) = &sources.files[sources.files.len() - 1];
     let principals = Principals::parse(principals_text).with_context(|| principals_name.clone())?;
+    let settlement_accounts = match sources.files.iter().find(|(name, _)| name == SETTLEMENT_FILE) {
+        Some((name, text)) => settlement_accounts(text).with_context(|| name.clone())?,
+        None => HashSet::new(),
+    };
     Ok(Checked {
         schema,
         policies,
+        settlement_accounts,
         principals,
     })
 }
@@ -235,6 +266,23 @@ mod tests {
             error.contains("principals.toml") && error.contains("\"eve\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn settlement_designations_are_ids_of_accounts_the_service_does_not_own() {
+        let mut sources = shipped();
+        let at = sources.files.iter().position(|(n, _)| n == SETTLEMENT_FILE).unwrap();
+        let merchant = uuid::Uuid::from_u128(7);
+        sources.files[at].1 = format!("accounts = [\"{merchant}\"]\n");
+        assert!(check(&sources).unwrap().settlement_accounts.contains(&merchant));
+        sources.files[at].1 = format!("accounts = [\"{}\"]\n", ledger::reserved_id(b"clearing/USD"));
+        let error = error_of(&sources);
+        assert!(
+            error.contains("settlement.toml") && error.contains("reserved"),
+            "{error}"
+        );
+        sources.files[at].1 = "account = []\n".to_string();
+        assert!(error_of(&sources).contains("settlement.toml"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 mod load;
 pub mod token;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -128,11 +128,15 @@ pub struct TransferFacts {
     pub held: bool,
 }
 
+/// A review as one of the reasons its transfer is held for: `reason`, among `reasons`, with who
+/// approved a reason of it so far.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReviewFacts {
     pub transfer: TransferFacts,
     pub initiator: String,
     pub reason: String,
+    pub reasons: Vec<String>,
+    pub approvers: Vec<String>,
 }
 
 /// What an action is about.
@@ -162,6 +166,34 @@ pub struct Decision {
     pub policy_set: [u8; 32],
 }
 
+impl Decision {
+    /// The audit record of this decision as a denial of `action` on `resource`.
+    pub fn denial(&self, action: Action, resource: &Resource) -> audit::record::AccessDenied {
+        audit::record::AccessDenied {
+            action: action.as_str().to_string(),
+            resource: resource.name(),
+            policy_ids: self.policy_ids.clone(),
+            erroring_policy_ids: self.erroring_policy_ids.clone(),
+        }
+    }
+}
+
+impl Resource {
+    /// The resource as a Cedar entity reference, for audit records.
+    pub fn name(&self) -> String {
+        match self {
+            Resource::Account(account) => format!("Account::\"{}\"", account.id),
+            Resource::Transfer(transfer) => format!("Transfer::\"{}\"", transfer.id),
+            Resource::Review(review) => format!("Review::\"{}\"", review.transfer.id),
+            Resource::Ruleset { id, .. } => format!("Ruleset::{id:?}"),
+            Resource::Report(id) => format!("Report::{id:?}"),
+            Resource::AuditLog => "AuditLog::\"log\"".to_string(),
+            Resource::Events => "EventStream::\"outbox\"".to_string(),
+            Resource::Api => "Api::\"v1\"".to_string(),
+        }
+    }
+}
+
 /// One loaded, checked policy set.
 pub struct Policies {
     /// The policies that can apply, per action in `Action::ALL` order, for each distinct set of roles
@@ -171,6 +203,8 @@ pub struct Policies {
     /// Per action only, for a caller this set does not list (resolved against an older set).
     by_action: Vec<PolicySet>,
     principals: Arc<Principals>,
+    /// The accounts designated for settlement (settlement.toml).
+    settlement_accounts: HashSet<Uuid>,
     /// Each principal's entity (roles and approval limits), built once per load, and the index of its
     /// roles in `by_roles`.
     principal_entities: HashMap<String, (Entity, usize)>,
@@ -266,6 +300,7 @@ impl Policies {
         Ok(Policies {
             by_action: per_action(None)?,
             by_roles,
+            settlement_accounts: checked.settlement_accounts,
             principals: Arc::new(checked.principals),
             principal_entities,
             hash,
@@ -361,6 +396,11 @@ impl Policies {
             Resource::Review(review) => {
                 let transfer = self.transfer(&review.transfer, &mut entities)?;
                 let uid = t.uid(&t.review, &review.transfer.id.to_string());
+                let reasons = review.reasons.iter().cloned().map(RestrictedExpression::new_string);
+                let approvers = review
+                    .approvers
+                    .iter()
+                    .map(|name| RestrictedExpression::new_entity_uid(t.uid(&t.principal, name)));
                 let attrs = [
                     ("transfer".to_string(), RestrictedExpression::new_entity_uid(transfer)),
                     (
@@ -371,6 +411,8 @@ impl Policies {
                         "reason".to_string(),
                         RestrictedExpression::new_string(review.reason.clone()),
                     ),
+                    ("reasons".to_string(), RestrictedExpression::new_set(reasons)),
+                    ("approvers".to_string(), RestrictedExpression::new_set(approvers)),
                 ];
                 entities.push(
                     Entity::new(uid.clone(), attrs.into_iter().collect(), Default::default())
@@ -420,6 +462,10 @@ impl Policies {
             (
                 "code".to_string(),
                 RestrictedExpression::new_long(i64::from(account.code)),
+            ),
+            (
+                "settlement".to_string(),
+                RestrictedExpression::new_bool(self.settlement_accounts.contains(&account.id)),
             ),
         ];
         entities
@@ -633,6 +679,8 @@ mod tests {
             },
             initiator: initiator.to_string(),
             reason: "approval_limit".to_string(),
+            reasons: vec!["approval_limit".to_string()],
+            approvers: Vec::new(),
         })
     }
 
@@ -713,6 +761,61 @@ mod tests {
         let other = policies.decide(&alice, Action::ReviewApprove, &held("payments", "orders"), at());
         assert!(other.allowed, "{other:?}");
         assert_eq!(other.policy_set, policies.hash());
+    }
+
+    #[test]
+    fn each_reason_of_a_held_transfer_needs_its_own_decider() {
+        let policies = shipped();
+        let alice = caller(&policies, "alice", true);
+        let Resource::Review(mut review) = held("payments", "orders") else {
+            unreachable!()
+        };
+        review.reasons = vec!["approval_limit".to_string(), "fraud".to_string()];
+        let decide = |review: &ReviewFacts| {
+            policies.decide(&alice, Action::ReviewApprove, &Resource::Review(review.clone()), at())
+        };
+        assert!(decide(&review).allowed);
+        review.approvers = vec!["alice".to_string()];
+        let again = decide(&review);
+        assert!(!again.allowed);
+        assert_eq!(again.policy_ids, ["each-reason-its-own-decider"]);
+        review.approvers = vec!["analyst-a".to_string()];
+        assert!(decide(&review).allowed, "another decider approved the other reason");
+    }
+
+    #[test]
+    fn only_accounts_designated_for_settlement_are_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let merchant = account(7, "payments");
+        std::fs::write(
+            dir.path().join("settlement.toml"),
+            format!("accounts = [\"{}\"]\n", merchant.id),
+        )
+        .unwrap();
+        let policies = Policies::load(dir.path()).unwrap();
+        let payouts = caller(&policies, "payouts", false);
+        let settle = |account: &AccountFacts| {
+            policies.decide(
+                &payouts,
+                Action::SettlementCreate,
+                &Resource::Account(account.clone()),
+                at(),
+            )
+        };
+        assert!(settle(&merchant).allowed);
+        let float = settle(&account(8, "payments"));
+        assert!(!float.allowed);
+        assert_eq!(float.policy_ids, ["only-designated-accounts-settle"]);
+        let payments = caller(&policies, "payments", false);
+        let by_owner = policies.decide(&payments, Action::SettlementCreate, &Resource::Account(merchant), at());
+        assert!(!by_owner.allowed, "only settlement operators settle");
     }
 
     #[test]

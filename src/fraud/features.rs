@@ -444,10 +444,12 @@ impl Flow {
     }
 }
 
-/// Recent movements per account and side.
+/// Recent movements per account and side, and per account what it sent without a review (what
+/// approval limits sum, see [`crate::approval`]).
 #[derive(Clone, Debug, Default)]
 pub struct Activity {
     flows: HashMap<(AccountId, Side), Flow, foldhash::fast::RandomState>,
+    unreviewed: HashMap<AccountId, Flow, foldhash::fast::RandomState>,
     pruned_at: i64,
 }
 
@@ -469,17 +471,45 @@ impl Activity {
         }
     }
 
+    /// Counts `amount` as sent by `debit` at `at` without a review (besides [`Activity::add`]).
+    pub fn add_unreviewed(&mut self, debit: AccountId, amount: u64, currency: Currency, at: Timestamp) {
+        let movement = Seen { at, amount, currency };
+        self.unreviewed.entry(debit).or_default().push(movement);
+    }
+
+    /// Takes back the last [`Activity::add_unreviewed`] of `debit`.
+    pub fn retract_unreviewed(&mut self, debit: AccountId) {
+        if let Some(flow) = self.unreviewed.get_mut(&debit) {
+            flow.pop();
+        }
+    }
+
+    /// What `debit` sent without a review within the last `window_s` seconds before `now`, in minor
+    /// units (an account has one currency). `window_s` is at most [`WINDOW_MAX_S`].
+    pub fn unreviewed_sum(&mut self, debit: AccountId, window_s: u32, now: Timestamp) -> u128 {
+        let tally = Tally {
+            side: Side::Debit,
+            window_s: i64::from(window_s).min(WINDOW_MAX_S),
+            range: None,
+        };
+        self.unreviewed
+            .get_mut(&debit)
+            .map_or(0, |flow| flow.tally(tally, now).1)
+    }
+
     /// Forgets accounts with nothing in the longest window; at most once a minute of `now`.
     pub fn prune(&mut self, now: Timestamp) {
         if now.micros() - self.pruned_at < 60_000_000 {
             return;
         }
         self.pruned_at = now.micros();
-        self.flows.retain(|_, flow| {
+        let recent = |flow: &mut Flow| {
             flow.advance(now);
             flow.movements
                 .back()
                 .is_some_and(|m| m.at.micros() > now.micros() - WINDOW_MAX_S * 1_000_000)
-        });
+        };
+        self.flows.retain(|_, flow| recent(flow));
+        self.unreviewed.retain(|_, flow| recent(flow));
     }
 }

@@ -1,38 +1,96 @@
-//! Screening as a batch applies: the single writer runs every new transfer through the active ruleset
-//! just before its chain applies, with the features of everything committed or applied before it.
-
-use std::collections::HashSet;
+//! Screening as a batch applies: the single writer runs every new transfer through the initiator's
+//! approval limits and the active ruleset just before its chain applies, with the features and sums
+//! of everything committed or applied before it.
 
 use ledger::{AccountId, ErrorCode, Ledger, NewTransfer, Timestamp, Transfer, TransferCommand, TransferKind};
 
 use super::features::{Activity, Screened};
 use super::{Ruleset, Screening, Verdict};
+use crate::approval::ApprovalLimits;
+
+/// A named reason to apply a transfer without screening it, recorded in the audit log with every
+/// transfer it exempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Exemption {
+    pub id: &'static str,
+    pub version: u32,
+    pub reason: &'static str,
+}
+
+/// Settlement transfers: the service nets a designated merchant account's posted movements, each of
+/// which was screened when it was made, and pays the net to its own clearing account.
+pub const SETTLEMENT_NETTING: Exemption = Exemption {
+    id: "settlement-netting",
+    version: 1,
+    reason: "nets movements that were each screened when made, into the service's own clearing account",
+};
+
+/// Who submitted one command of a batch, as far as screening goes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Origin<'a> {
+    /// The initiator's approval limits; `None` for the service's own commands.
+    pub limits: Option<&'a ApprovalLimits>,
+    /// Applied without screening, by this exemption.
+    pub exemption: Option<&'static Exemption>,
+    /// Derived by the service itself: may use reserved ids.
+    pub reserved_ids: bool,
+}
+
+/// Refuses a command that claims a reserved id (creates or closes an account, or creates a transfer,
+/// with an id of the reserved namespace) unless the service derived it itself. Referring to a reserved
+/// account (paying into a clearing account) is not claiming it.
+pub fn admit(origin: Origin<'_>, command: &ledger::Command) -> Result<(), ErrorCode> {
+    let claimed = match command {
+        ledger::Command::CreateAccount(account) => account.id.uuid(),
+        ledger::Command::CloseAccount(id) => id.uuid(),
+        ledger::Command::CreateTransfer(transfer) => transfer.id.uuid(),
+    };
+    if ledger::is_reserved(claimed) && !origin.reserved_ids {
+        return Err(ErrorCode::IdReserved);
+    }
+    Ok(())
+}
 
 /// A [`ledger::Screen`] over one batch.
 pub struct Screener<'a> {
     ruleset: &'a Ruleset,
     activity: &'a mut Activity,
     hold_timeout_s: u32,
-    /// The current chain's transfers, counted in the activity until the chain settles.
-    chain: Vec<(AccountId, AccountId)>,
+    approval_window_s: u32,
+    /// Each command's origin, by index in the batch.
+    origins: &'a [Origin<'a>],
+    /// The current chain's transfers (debit, credit, counted as unreviewed), counted in the activity
+    /// until the chain settles.
+    chain: Vec<(AccountId, AccountId, bool)>,
     /// Each screened command (by index in the batch) and its screening.
     pub screenings: Vec<(usize, Screening)>,
+    /// Commands held above their initiator's approval limits, with why.
+    pub limit_holds: Vec<(usize, serde_json::Value)>,
     /// Commands applied as something else: held for review.
     pub replacements: Vec<(usize, NewTransfer)>,
-    /// Commands (by index in the batch) that are not screened: settlement transfers.
-    pub unscreened: HashSet<usize>,
+    /// Transfers applied unscreened, with their exemption.
+    pub exempted: Vec<(uuid::Uuid, &'static Exemption)>,
 }
 
 impl<'a> Screener<'a> {
-    pub fn new(ruleset: &'a Ruleset, activity: &'a mut Activity, hold_timeout_s: u32) -> Screener<'a> {
+    pub fn new(
+        ruleset: &'a Ruleset,
+        activity: &'a mut Activity,
+        hold_timeout_s: u32,
+        approval_window_s: u32,
+        origins: &'a [Origin<'a>],
+    ) -> Screener<'a> {
         Screener {
             ruleset,
             activity,
             hold_timeout_s,
+            approval_window_s,
+            origins,
             chain: Vec::new(),
             screenings: Vec::new(),
+            limit_holds: Vec::new(),
             replacements: Vec::new(),
-            unscreened: HashSet::new(),
+            exempted: Vec::new(),
         }
     }
 }
@@ -67,7 +125,9 @@ impl ledger::Screen for Screener<'_> {
         transfer: &NewTransfer,
         now: Timestamp,
     ) -> Result<Option<NewTransfer>, ErrorCode> {
-        if self.unscreened.contains(&index) {
+        let origin = self.origins.get(index).copied().unwrap_or_default();
+        if let Some(exemption) = origin.exemption {
+            self.exempted.push((transfer.id.uuid(), exemption));
             return Ok(None);
         }
         if let Some(existing) = ledger.transfer(transfer.id) {
@@ -83,6 +143,14 @@ impl ledger::Screen for Screener<'_> {
             // The ledger refuses it: nothing to screen.
             return Ok(None);
         };
+        let window_s = self.approval_window_s;
+        let limit_hold = origin.limits.and_then(|limits| {
+            limits.hold(
+                movement,
+                self.activity.unreviewed_sum(debit.id, window_s, now),
+                window_s,
+            )
+        });
         let screened = Screened {
             id: transfer.id.uuid(),
             movement,
@@ -100,21 +168,32 @@ impl ledger::Screen for Screener<'_> {
             return Err(ErrorCode::FraudDenied);
         }
         let amount = movement.amount.minor();
+        let unreviewed = limit_hold.is_none() && verdict != Verdict::Review;
         self.activity.add(debit.id, credit.id, amount, movement.currency, now);
-        self.chain.push((debit.id, credit.id));
-        if verdict == Verdict::Review
-            && let Some(hold) = held(transfer, self.hold_timeout_s)
-        {
-            self.replacements.push((index, hold.clone()));
-            return Ok(Some(hold));
+        if unreviewed {
+            self.activity.add_unreviewed(debit.id, amount, movement.currency, now);
         }
-        Ok(None)
+        self.chain.push((debit.id, credit.id, unreviewed));
+        if let Some(explanation) = limit_hold {
+            self.limit_holds.push((index, explanation));
+        }
+        if unreviewed {
+            return Ok(None);
+        }
+        let hold = held(transfer, self.hold_timeout_s);
+        if let Some(hold) = &hold {
+            self.replacements.push((index, hold.clone()));
+        }
+        Ok(hold)
     }
 
     fn settle(&mut self, applied: bool) {
         if !applied {
-            for (debit, credit) in self.chain.iter().rev() {
+            for (debit, credit, unreviewed) in self.chain.iter().rev() {
                 self.activity.retract(*debit, *credit);
+                if *unreviewed {
+                    self.activity.retract_unreviewed(*debit);
+                }
             }
         }
         self.chain.clear();

@@ -53,6 +53,23 @@ pub struct Store {
 /// Most accounts whose facts are cached; the cache starts over when full.
 const ACCOUNT_FACTS_CACHED_MAX: usize = 1_000_000;
 
+/// What a [`KeyLock`] serializes, each in a key space of its own.
+#[derive(Clone, Copy, Debug)]
+pub enum LockSpace {
+    /// Settlement runs of one account.
+    Settlement = 1,
+    /// Decisions on one review.
+    Review = 2,
+}
+
+/// A lock on one thing (an account being settled, a review being decided), held against every
+/// instance on the database: a PostgreSQL session advisory lock, on a connection of its own so no
+/// pooled connection ever keeps it. Dropping the guard closes the connection, which releases the lock;
+/// so does the death of the process holding it.
+pub struct KeyLock {
+    _connection: PgConnection,
+}
+
 impl Store {
     pub async fn connect(options: PgConnectOptions, connections_max: u32) -> anyhow::Result<Store> {
         let pool = PgPoolOptions::new()
@@ -116,6 +133,30 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Waits (at most `wait`) for the lock on `id` in `space`; an error when it is not had by then.
+    pub async fn lock(&self, space: LockSpace, id: Uuid, wait: std::time::Duration) -> anyhow::Result<KeyLock> {
+        use sqlx::Connection;
+        let timeout = format!("{}ms", wait.as_millis());
+        let options = (*self.pool.connect_options())
+            .clone()
+            .options([("lock_timeout", timeout.as_str())]);
+        let mut connection = tokio::time::timeout(wait, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting for a lock timed out after {wait:?}"))??;
+        // Two 32-bit keys: the space, and the id folded; a collision only makes two holders wait.
+        let bits = id.as_u128();
+        let key = ((bits >> 96) ^ (bits >> 64) ^ (bits >> 32) ^ bits) as u32 as i32;
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(space as i32)
+            .bind(key)
+            .execute(&mut connection)
+            .await
+            .map_err(|error| anyhow::anyhow!("waiting for the {space:?} lock of {id}: {error}"))?;
+        Ok(KeyLock {
+            _connection: connection,
+        })
     }
 
     pub async fn account(&self, id: AccountId) -> anyhow::Result<Option<Account>> {
@@ -355,7 +396,7 @@ pub(crate) async fn load_open_pending(connection: &mut PgConnection, ledger: &mu
 impl Store {
     /// Streams every transfer that moved money (single-phase or pending) created from `from` to `to`
     /// (inclusive), in commit order, to `visit` with whether its client asked for a pending transfer
-    /// (one held for a fraud review was asked as single-phase) and its two accounts. Read-only; the
+    /// (one held for review was asked as single-phase) and its two accounts. Read-only; the
     /// transfers are read as they are visited and the accounts through a bounded cache.
     pub async fn replay_transfers(
         &self,
@@ -372,7 +413,7 @@ impl Store {
                       t.debit_account_id AS "debit_account_id!", t.credit_account_id AS "credit_account_id!",
                       t.amount AS "amount!", t.currency AS "currency!", t.code AS "code!", t.pending_id, t.timeout_s,
                       t.expires_at, t.state, t.metadata AS "metadata!", t.created_at AS "created_at!",
-                      (r.reason = 'fraud') IS TRUE AS "held_for_fraud!"
+                      (r.transfer_id IS NOT NULL) AS "held!"
                FROM transfers t LEFT JOIN reviews r ON r.transfer_id = t.id
                WHERE t.kind IN ('single', 'pending') AND t.created_at >= $1 AND t.created_at <= $2
                ORDER BY t.seq"#,
@@ -382,7 +423,7 @@ impl Store {
         .fetch(&mut *reader);
         let mut accounts: HashMap<AccountId, Account> = HashMap::new();
         while let Some(row) = rows.try_next().await? {
-            let held_for_fraud = row.held_for_fraud;
+            let held = row.held;
             let transfer = Transfer::try_from(TransferRow {
                 seq: row.seq,
                 id: row.id,
@@ -413,24 +454,25 @@ impl Store {
             let (Some(debit), Some(credit)) = (accounts.get(&wanted[0]), accounts.get(&wanted[1])) else {
                 anyhow::bail!("transfer {} names an account that does not exist", transfer.id);
             };
-            let asked_pending = transfer.kind == ledger::TransferKind::Pending && !held_for_fraud;
+            let asked_pending = transfer.kind == ledger::TransferKind::Pending && !held;
             visit(&transfer, asked_pending, debit, credit);
         }
         Ok(())
     }
 }
 
-/// The fraud features' recent activity: every transfer that moved money (single-phase or pending)
-/// created within the longest feature window before `now`, read newest first by commit order (the
-/// order of creation) until the first older one, and counted oldest first.
+/// The screening activity: every transfer that moved money (single-phase or pending) created within
+/// the longest feature window before `now`, and which of them moved without a review, read newest
+/// first by commit order (the order of creation) until the first older one, and counted oldest first.
 pub(crate) async fn load_activity(connection: &mut PgConnection, now: Timestamp) -> anyhow::Result<Activity> {
     use futures_util::TryStreamExt;
     let from = to_datetime(Timestamp::from_micros(
         now.micros() - crate::fraud::features::WINDOW_MAX_S * 1_000_000,
     ));
     let mut rows = sqlx::query!(
-        r#"SELECT debit_account_id, credit_account_id, amount, currency AS "currency!", created_at
-           FROM transfers WHERE kind IN ('single', 'pending') ORDER BY seq DESC"#
+        r#"SELECT t.debit_account_id, t.credit_account_id, t.amount, t.currency AS "currency!", t.created_at,
+                  EXISTS (SELECT 1 FROM reviews r WHERE r.transfer_id = t.id) AS "held!"
+           FROM transfers t WHERE t.kind IN ('single', 'pending') ORDER BY t.seq DESC"#
     )
     .fetch(&mut *connection);
     let mut recent = Vec::new();
@@ -445,13 +487,20 @@ pub(crate) async fn load_activity(connection: &mut PgConnection, now: Timestamp)
     for row in recent.into_iter().rev() {
         let currency = ledger::Currency::from_code(row.currency.trim())
             .map_err(|e| anyhow::anyhow!("stored transfer currency {}: {e}", row.currency))?;
-        activity.add(
+        let (debit, at) = (
             AccountId::from_stored(row.debit_account_id),
+            Timestamp::from_micros(row.created_at.timestamp_micros()),
+        );
+        activity.add(
+            debit,
             AccountId::from_stored(row.credit_account_id),
             row.amount as u64,
             currency,
-            Timestamp::from_micros(row.created_at.timestamp_micros()),
+            at,
         );
+        if !row.held {
+            activity.add_unreviewed(debit, row.amount as u64, currency, at);
+        }
     }
     Ok(activity)
 }

@@ -154,16 +154,24 @@ impl crate::store::Store {
             .collect()
     }
 
-    /// The ruleset activated last, if any was.
-    pub async fn active_ruleset(&self) -> anyhow::Result<Option<StoredRuleset>> {
-        let latest = sqlx::query_scalar!(
-            "SELECT ruleset_id FROM fraud_ruleset_activations ORDER BY activated_at DESC, seq DESC LIMIT 1"
+    /// The last activation, if there was one: its sequence number and the ruleset it activated.
+    pub async fn latest_activation(&self) -> anyhow::Result<Option<(i64, [u8; 32])>> {
+        let latest = sqlx::query!(
+            "SELECT seq, ruleset_id FROM fraud_ruleset_activations ORDER BY activated_at DESC, seq DESC LIMIT 1"
         )
         .fetch_optional(self.pool())
         .await?;
-        let Some(latest) = latest else {
-            return Ok(None);
-        };
-        Ok(self.rulesets().await?.into_iter().find(|r| r.id[..] == latest[..]))
+        latest
+            .map(|row| {
+                let id = <[u8; 32]>::try_from(row.ruleset_id.as_slice())
+                    .map_err(|_| anyhow::anyhow!("a stored ruleset id is not 32 bytes"))?;
+                Ok((row.seq, id))
+            })
+            .transpose()
+    }
+
+    /// The stored ruleset `id`, with its activations.
+    pub async fn ruleset(&self, id: &[u8; 32]) -> anyhow::Result<Option<StoredRuleset>> {
+        Ok(self.rulesets().await?.into_iter().find(|r| &r.id == id))
     }
 }

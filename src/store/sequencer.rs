@@ -22,6 +22,7 @@
 //! error means "outcome unknown": retrying with the same ids is safe, since a replay of a committed
 //! command returns `exists`.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +38,10 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
+use crate::approval::ApprovalLimits;
 use crate::clock::Clock;
 use crate::fraud::features::Activity;
-use crate::fraud::screen::Screener;
+use crate::fraud::screen::{Exemption, Origin, SETTLEMENT_NETTING, Screener};
 use crate::fraud::{Ruleset, Screening, Verdict};
 use crate::outbox::{self, KeySeqs, OutboxRows};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
@@ -47,7 +49,7 @@ use crate::store::history::{COMMITTED_QUEUE_MAX, Committed, FoldPolicy, Folder};
 use crate::store::reviews::{ReviewChange, ReviewReason, ReviewRows};
 use crate::store::rows::to_datetime;
 use crate::store::rulesets::{RulesetChange, RulesetRows};
-use crate::store::settlements::{SettlementChange, SettlementRows};
+use crate::store::settlements::{NewSettlement, SettlementChange, SettlementRows};
 use crate::store::{
     BatchRows, PLAN_PER_EXECUTION, StaleCache, existing_transfers, load_accounts, load_activity, load_open_pending,
     load_transfers,
@@ -89,12 +91,14 @@ pub struct SequencerConfig {
     pub history_fold: FoldPolicy,
 }
 
-/// The ruleset every new transfer is screened with (swapped whole on activation or reload), and how
-/// long a transfer held for review waits before it expires.
+/// The ruleset every new transfer is screened with (swapped whole on activation or reload), how long
+/// a transfer held for review waits before it expires, and the window approval limits sum over.
+/// Approval limits are applied as transfers are screened: without screening, none are.
 #[derive(Clone)]
 pub struct FraudScreening {
     pub ruleset: Arc<ArcSwap<Ruleset>>,
     pub hold_timeout_s: u32,
+    pub approval_window_s: u32,
 }
 
 impl std::fmt::Debug for FraudScreening {
@@ -102,6 +106,7 @@ impl std::fmt::Debug for FraudScreening {
         f.debug_struct("FraudScreening")
             .field("ruleset", &self.ruleset.load().hash_hex())
             .field("hold_timeout_s", &self.hold_timeout_s)
+            .field("approval_window_s", &self.approval_window_s)
             .finish()
     }
 }
@@ -152,24 +157,29 @@ struct Submission {
     caller: Caller,
 }
 
-/// Who waits for a submission's results, how many commands are theirs, who they act as, and what
-/// else they record: events before their commands, review changes tied to their commands.
+/// Who waits for a submission's results, how many commands are theirs, who they act as, whether they
+/// may use reserved ids, and what else they record: events before their commands, review changes tied
+/// to their commands.
 struct Caller {
     reply: oneshot::Sender<Result<Vec<Receipt>, SubmitError>>,
     count: usize,
     attempts: u32,
     actor: Arc<Actor>,
+    /// The commands were derived by the service itself, so they may use ids of the reserved namespace
+    /// ([`ledger::reserved_id`]); a client's never may.
+    reserved_ids: bool,
     extras: Extras,
 }
 
 /// What a submission records besides its commands: events before them, review changes and settlements
-/// tied to them, ruleset changes.
+/// tied to them, ruleset changes; and the initiator's approval limits its transfers are held above.
 #[derive(Default)]
 struct Extras {
     notes: Vec<audit::Event>,
     reviews: Vec<ReviewChange>,
     rulesets: Vec<RulesetChange>,
     settlements: Vec<SettlementChange>,
+    limits: Option<Arc<ApprovalLimits>>,
 }
 
 impl Caller {
@@ -181,6 +191,7 @@ impl Caller {
             count: 0,
             attempts: 0,
             actor: Arc::new(Actor::system()),
+            reserved_ids: true,
             extras: Extras::default(),
         }
     }
@@ -194,17 +205,19 @@ struct Batch {
 }
 
 impl Batch {
-    /// The indexes of the commands that settlements submitted.
-    fn settlement_commands(&self) -> HashSet<usize> {
-        let mut indexes = HashSet::new();
-        let mut offset = 0;
+    /// Each command's origin, by index: its initiator's limits, whether it is the service's own, and
+    /// why it is not screened (settlement transfers).
+    fn origins(&self) -> Vec<Origin<'_>> {
+        let mut origins = Vec::with_capacity(self.commands.len());
         for caller in &self.callers {
-            if !caller.extras.settlements.is_empty() {
-                indexes.extend(offset..offset + caller.count);
-            }
-            offset += caller.count;
+            let origin = Origin {
+                limits: caller.extras.limits.as_deref(),
+                exemption: (!caller.extras.settlements.is_empty()).then_some(&SETTLEMENT_NETTING),
+                reserved_ids: caller.reserved_ids,
+            };
+            origins.extend(std::iter::repeat_n(origin, caller.count));
         }
-        indexes
+        origins
     }
 
     /// Hands the commands back to their callers as submissions, to be run again.
@@ -224,6 +237,8 @@ pub struct LedgerHandle {
     sender: mpsc::Sender<Submission>,
     batch_size_max: usize,
     actor: Arc<Actor>,
+    reserved_ids: bool,
+    limits: Option<Arc<ApprovalLimits>>,
 }
 
 impl LedgerHandle {
@@ -231,6 +246,24 @@ impl LedgerHandle {
     pub fn acting_as(&self, actor: Actor) -> LedgerHandle {
         LedgerHandle {
             actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
+
+    /// This handle, for commands the service derives itself: they may use reserved ids (system
+    /// accounts, decision and settlement transfers). Commands built from a client's input never go
+    /// through such a handle.
+    pub fn deriving(&self) -> LedgerHandle {
+        LedgerHandle {
+            reserved_ids: true,
+            ..self.clone()
+        }
+    }
+
+    /// This handle, holding every new transfer above `limits` for a second principal's approval.
+    pub fn limited_by(&self, limits: Arc<ApprovalLimits>) -> LedgerHandle {
+        LedgerHandle {
+            limits: Some(limits),
             ..self.clone()
         }
     }
@@ -247,8 +280,8 @@ impl LedgerHandle {
         self.send(commands, Extras::default()).await
     }
 
-    /// Like [`LedgerHandle::execute`], also opening or deciding reviews for the commands that take
-    /// effect (see [`ReviewChange`]), in the same transaction.
+    /// Like [`LedgerHandle::execute`], also approving or deciding reviews (see [`ReviewChange`]), in
+    /// the same transaction.
     pub async fn execute_with_reviews(
         &self,
         commands: Vec<Command>,
@@ -283,10 +316,10 @@ impl LedgerHandle {
         self.send(Vec::new(), rulesets).await.map(drop)
     }
 
-    /// Settles an account: `commands` (which may create the clearing account, then move the net to it)
-    /// and the settlement, stored with its audit record and events only if the settlement transfer is
-    /// created now. Settlement transfers are not screened by the fraud rules: the movements they net
-    /// were, one by one.
+    /// Settles an account: `commands` (the transfer of the net to the clearing account, if any) and the
+    /// settlement, stored with its audit record and events only if the settlement transfer is created
+    /// now. Settlement transfers are not screened by the fraud rules (the movements they net were, one
+    /// by one): their exemption, [`SETTLEMENT_NETTING`], is recorded with them.
     pub async fn settle(
         &self,
         commands: Vec<Command>,
@@ -299,7 +332,7 @@ impl LedgerHandle {
         self.send(commands, settlements).await
     }
 
-    async fn send(&self, commands: Vec<Command>, extras: Extras) -> Result<Vec<Receipt>, SubmitError> {
+    async fn send(&self, commands: Vec<Command>, mut extras: Extras) -> Result<Vec<Receipt>, SubmitError> {
         if commands.len() > self.batch_size_max {
             return Err(SubmitError::TooLarge {
                 count: commands.len(),
@@ -307,11 +340,13 @@ impl LedgerHandle {
             });
         }
         let (reply, answer) = oneshot::channel();
+        extras.limits = self.limits.clone();
         let caller = Caller {
             reply,
             count: commands.len(),
             attempts: 0,
             actor: self.actor.clone(),
+            reserved_ids: self.reserved_ids,
             extras,
         };
         let submission = Submission { commands, caller };
@@ -355,6 +390,8 @@ pub fn spawn(
         sender,
         batch_size_max: config.batch_size_max,
         actor: Arc::new(Actor::system()),
+        reserved_ids: false,
+        limits: None,
     };
     let sequencer = Sequencer {
         options,
@@ -667,82 +704,17 @@ impl Sequencer {
                 self.ledger.load_account(account);
             }
         }
-        let (outcome, screenings, applied) = match self.config.fraud.as_ref().map(|f| (f.ruleset.load_full(), f)) {
-            Some((ruleset, fraud)) => {
-                self.activity.prune(now);
-                let mut screener = Screener::new(&ruleset, &mut self.activity, fraud.hold_timeout_s);
-                screener.unscreened = batch.settlement_commands();
-                let outcome = self.ledger.apply_screened(commands, now, &mut screener);
-                let mut applied = std::borrow::Cow::Borrowed(&commands[..]);
-                for (index, transfer) in screener.replacements {
-                    applied.to_mut()[index] = Command::CreateTransfer(transfer);
-                }
-                let screenings = Screenings::new(&ruleset, screener.screenings);
-                (outcome, screenings, applied)
-            }
-            None => (
-                self.ledger.apply(commands, now),
-                Screenings::default(),
-                std::borrow::Cow::Borrowed(&commands[..]),
-            ),
-        };
-        let commands = &applied[..];
-        let mut held = vec![false; commands.len()];
-        let mut ruleset_rows = RulesetRows::default();
-        let mut review_rows = ReviewRows::default();
-        let mut entries = Vec::with_capacity(commands.len());
-        let mut settlements = Vec::new();
-        let mut offset = 0;
-        let ledger_actor = Actor::system();
-        for caller in &batch.callers {
-            let actor = &*caller.actor;
-            let extras = &caller.extras;
-            entries.extend(extras.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
-            for change in &extras.rulesets {
-                entries.push(Entry::Event(ruleset_rows.push(change, actor, now), actor));
-            }
-            for change in &extras.settlements {
-                // Only a settlement whose transfer is created now is recorded: one whose transfer
-                // exists already was recorded with it.
-                let accepted = change
-                    .command
-                    .is_none_or(|command| outcome.results.get(offset + command) == Some(&Ok(Applied::Created)));
-                if accepted {
-                    entries.push(Entry::Event(change.settlement.audit_event(), actor));
-                    settlements.push((&change.settlement, actor));
-                }
-            }
-            let mine = commands.iter().zip(&outcome.results).enumerate().skip(offset);
-            for (index, (command, result)) in mine.take(caller.count) {
-                let screening = screenings.of(index);
-                if let Some(event) = screening.and_then(|s| screenings.record(s)) {
-                    entries.push(Entry::Event(event, actor));
-                }
-                entries.push(Entry::Command(index, actor));
-                if *result != Ok(Applied::Created) {
-                    continue;
-                }
-                let mut changes: Vec<ReviewChange> = extras
-                    .reviews
-                    .iter()
-                    .filter(|c| c.command() == index - offset)
-                    .cloned()
-                    .collect();
-                if let Some(screening) = screening.filter(|s| s.verdict == Verdict::Review) {
-                    fraud_review(&mut changes, index - offset, screening);
-                }
-                for change in &changes {
-                    held[index] |= matches!(change, ReviewChange::Open { .. });
-                    if let Some(event) = review_rows.push(change, command, actor, now) {
-                        entries.push(Entry::Event(event, actor));
-                    }
-                }
-            }
-            offset += caller.count;
-        }
-        if let Some(event) = screenings.allowed_quietly() {
-            entries.push(Entry::Event(event, &ledger_actor));
-        }
+        let origins = batch.origins();
+        let applied = self.apply(commands, &origins, now);
+        let Effects {
+            entries,
+            held,
+            review_rows,
+            ruleset_rows,
+            settlements,
+        } = collect_effects(batch, &applied, now);
+        let AppliedBatch { outcome, commands, .. } = applied;
+        let commands = &commands[..];
         let records = commands
             .iter()
             .zip(&outcome.results)
@@ -807,6 +779,50 @@ impl Sequencer {
             expected,
             next,
         })
+    }
+
+    /// Applies the batch to the cache: every command admitted (reserved ids only in the service's
+    /// own), and, with screening on, every new transfer held above its initiator's approval limits and
+    /// screened by the active ruleset.
+    fn apply<'b>(&mut self, commands: &'b [Command], origins: &[Origin<'_>], now: Timestamp) -> AppliedBatch<'b> {
+        let Some(fraud) = self.config.fraud.as_ref() else {
+            let mut screen = BatchScreen {
+                origins,
+                screener: None,
+            };
+            return AppliedBatch {
+                outcome: self.ledger.apply_screened(commands, now, &mut screen),
+                commands: Cow::Borrowed(commands),
+                screenings: Screenings::default(),
+            };
+        };
+        let ruleset = fraud.ruleset.load_full();
+        self.activity.prune(now);
+        let screener = Screener::new(
+            &ruleset,
+            &mut self.activity,
+            fraud.hold_timeout_s,
+            fraud.approval_window_s,
+            origins,
+        );
+        let mut screen = BatchScreen {
+            origins,
+            screener: Some(screener),
+        };
+        let outcome = self.ledger.apply_screened(commands, now, &mut screen);
+        let mut applied = Cow::Borrowed(commands);
+        let mut screenings = Screenings::default();
+        if let Some(screener) = screen.screener {
+            for (index, transfer) in screener.replacements {
+                applied.to_mut()[index] = Command::CreateTransfer(transfer);
+            }
+            screenings = Screenings::new(&ruleset, screener.screenings, screener.limit_holds, screener.exempted);
+        }
+        AppliedBatch {
+            outcome,
+            commands: applied,
+            screenings,
+        }
     }
 
     fn dispatch(&mut self, batch: Batch, prepared: Prepared, now: Timestamp, mut connection: PgConnection) {
@@ -975,20 +991,154 @@ impl Sequencer {
     }
 }
 
-/// The record a successful command created, changed or found.
-/// A batch's fraud screenings, by command index.
+/// A batch as applied: the results, the commands as they applied (held ones as their pending
+/// form), and what screening decided.
+struct AppliedBatch<'b> {
+    outcome: BatchOutcome,
+    commands: Cow<'b, [Command]>,
+    screenings: Screenings,
+}
+
+/// Screening of one batch: every command admitted, every transfer screened when screening is on.
+struct BatchScreen<'a> {
+    origins: &'a [Origin<'a>],
+    screener: Option<Screener<'a>>,
+}
+
+impl ledger::Screen for BatchScreen<'_> {
+    fn admit(&mut self, index: usize, command: &Command) -> Result<(), ledger::ErrorCode> {
+        crate::fraud::screen::admit(self.origins.get(index).copied().unwrap_or_default(), command)
+    }
+
+    fn screen(
+        &mut self,
+        ledger: &Ledger,
+        index: usize,
+        transfer: &ledger::NewTransfer,
+        now: Timestamp,
+    ) -> Result<Option<ledger::NewTransfer>, ledger::ErrorCode> {
+        match &mut self.screener {
+            Some(screener) => screener.screen(ledger, index, transfer, now),
+            None => Ok(None),
+        }
+    }
+
+    fn settle(&mut self, applied: bool) {
+        if let Some(screener) = &mut self.screener {
+            screener.settle(applied);
+        }
+    }
+}
+
+/// What a batch records besides its ledger rows: the audit entries in order, which commands were
+/// created held, and the review, ruleset and settlement rows.
+struct Effects<'b> {
+    entries: Vec<Entry<'b>>,
+    held: Vec<bool>,
+    review_rows: ReviewRows,
+    ruleset_rows: RulesetRows,
+    settlements: Vec<(&'b NewSettlement, &'b Actor)>,
+}
+
+/// Walks the batch caller by caller: their notes, ruleset changes, settlements, review approvals,
+/// then each of their commands with its screening, and the reviews its holds open or its decision
+/// closes.
+fn collect_effects<'b>(batch: &'b Batch, applied: &AppliedBatch<'_>, now: Timestamp) -> Effects<'b> {
+    let (commands, results, screenings) = (&applied.commands[..], &applied.outcome.results, &applied.screenings);
+    let mut effects = Effects {
+        entries: Vec::with_capacity(commands.len()),
+        held: vec![false; commands.len()],
+        review_rows: ReviewRows::default(),
+        ruleset_rows: RulesetRows::default(),
+        settlements: Vec::new(),
+    };
+    let mut offset = 0;
+    for caller in &batch.callers {
+        let (actor, extras) = (&*caller.actor, &caller.extras);
+        let entries = &mut effects.entries;
+        entries.extend(extras.notes.iter().map(|note| Entry::Event(note.clone(), actor)));
+        for change in &extras.rulesets {
+            entries.push(Entry::Event(effects.ruleset_rows.push(change, actor, now), actor));
+        }
+        for change in &extras.settlements {
+            // Only a settlement whose transfer is created now is recorded: one whose transfer exists
+            // already was recorded with it.
+            let accepted = change
+                .command
+                .is_none_or(|command| results.get(offset + command) == Some(&Ok(Applied::Created)));
+            if accepted {
+                entries.push(Entry::Event(change.settlement.audit_event(), actor));
+                effects.settlements.push((&change.settlement, actor));
+            }
+        }
+        for change in extras.reviews.iter().filter(|c| c.command().is_none()) {
+            entries.extend(
+                effects
+                    .review_rows
+                    .approve(change, actor, now)
+                    .map(|e| Entry::Event(e, actor)),
+            );
+        }
+        let mine = commands.iter().zip(results).enumerate().skip(offset);
+        for (index, (command, result)) in mine.take(caller.count) {
+            if let Some(event) = screenings.of(index).and_then(|s| screenings.record(s)) {
+                entries.push(Entry::Event(event, actor));
+            }
+            entries.push(Entry::Command(index, actor));
+            if *result != Ok(Applied::Created) {
+                continue;
+            }
+            if let Some((reasons, explanation)) = screenings.hold(index) {
+                effects.held[index] = true;
+                let opened = effects.review_rows.open(command, &reasons, explanation, actor, now);
+                entries.extend(opened.into_iter().map(|e| Entry::Event(e, actor)));
+            }
+            for change in extras.reviews.iter().filter(|c| c.command() == Some(index - offset)) {
+                let decided = effects.review_rows.decide(change, command, actor, now);
+                entries.extend(decided.into_iter().map(|e| Entry::Event(e, actor)));
+            }
+        }
+        offset += caller.count;
+    }
+    effects.entries.extend(
+        screenings
+            .batch_records()
+            .into_iter()
+            .map(|e| Entry::Event(e, &LEDGER_ACTOR)),
+    );
+    effects
+}
+
+/// The verdict of a transfer applied unscreened by a named exemption.
+const EXEMPT: &str = "exempt";
+
+/// The ledger's own actor, for records of a whole batch.
+static LEDGER_ACTOR: std::sync::LazyLock<Actor> = std::sync::LazyLock::new(Actor::system);
+
+/// A batch's screenings, by command index: the fraud screenings, the approval-limit holds and the
+/// exemptions.
 #[derive(Default)]
 struct Screenings {
     ruleset: [u8; 32],
     by_index: Vec<(usize, Screening)>,
+    limit_holds: Vec<(usize, serde_json::Value)>,
+    exempted: Vec<(uuid::Uuid, &'static Exemption)>,
 }
 
 impl Screenings {
-    fn new(ruleset: &Ruleset, mut by_index: Vec<(usize, Screening)>) -> Screenings {
+    fn new(
+        ruleset: &Ruleset,
+        mut by_index: Vec<(usize, Screening)>,
+        mut limit_holds: Vec<(usize, serde_json::Value)>,
+        exempted: Vec<(uuid::Uuid, &'static Exemption)>,
+    ) -> Screenings {
         by_index.sort_by_key(|(index, _)| *index);
+        limit_holds.sort_by_key(|(index, _)| *index);
         Screenings {
             ruleset: ruleset.hash(),
             by_index,
+            limit_holds,
+            exempted,
         }
     }
 
@@ -997,6 +1147,30 @@ impl Screenings {
             .binary_search_by_key(&index, |(i, _)| *i)
             .ok()
             .map(|at| &self.by_index[at].1)
+    }
+
+    /// Why the command at `index` is held, if it is: every reason (its initiator's approval limit, a
+    /// fraud rule) and the explanation the review keeps. A limit hold's explanation carries the fraud
+    /// screening under `fraud`; a fraud hold's is the screening itself.
+    fn hold(&self, index: usize) -> Option<(Vec<ReviewReason>, serde_json::Value)> {
+        let limit = self
+            .limit_holds
+            .binary_search_by_key(&index, |(i, _)| *i)
+            .ok()
+            .map(|at| self.limit_holds[at].1.clone());
+        let fraud = self
+            .of(index)
+            .filter(|s| s.verdict == Verdict::Review)
+            .map(|s| serde_json::to_value(s).unwrap_or_default());
+        match (limit, fraud) {
+            (None, None) => None,
+            (Some(limit), None) => Some((vec![ReviewReason::ApprovalLimit], limit)),
+            (None, Some(fraud)) => Some((vec![ReviewReason::Fraud], fraud)),
+            (Some(mut limit), Some(fraud)) => {
+                limit["fraud"] = fraud;
+                Some((vec![ReviewReason::ApprovalLimit, ReviewReason::Fraud], limit))
+            }
+        }
     }
 
     fn quiet(screening: &Screening) -> bool {
@@ -1016,41 +1190,43 @@ impl Screenings {
         }))
     }
 
-    /// One event for every transfer allowed with no rule hit or failing.
-    fn allowed_quietly(&self) -> Option<audit::Event> {
-        let transfers: Vec<audit::record::Id> = self
+    /// The records of the whole batch: one for every transfer allowed with no rule hit or failing, and
+    /// one per exemption for the transfers it exempted from screening.
+    fn batch_records(&self) -> Vec<audit::Event> {
+        let mut events = Vec::new();
+        let quiet: Vec<audit::record::Id> = self
             .by_index
             .iter()
             .filter(|(_, s)| Screenings::quiet(s))
             .map(|(_, s)| *s.transfer.as_bytes())
             .collect();
-        (!transfers.is_empty()).then(|| {
-            audit::Event::FraudScreened(FraudScreened {
+        if !quiet.is_empty() {
+            events.push(audit::Event::FraudScreened(FraudScreened {
                 ruleset: self.ruleset,
                 verdict: Verdict::Allow.as_str().to_string(),
-                transfers,
+                transfers: quiet,
                 explanation: String::new(),
-            })
-        })
-    }
-}
-
-/// Opens the fraud review of the submission's command `command`. A transfer already held above its
-/// initiator's approval limit keeps that one review (its approver decides), whose explanation then
-/// carries the fraud screening too.
-fn fraud_review(changes: &mut Vec<ReviewChange>, command: usize, screening: &Screening) {
-    let fraud = serde_json::to_value(screening).unwrap_or_default();
-    for change in changes.iter_mut() {
-        if let ReviewChange::Open { explanation, .. } = change {
-            explanation["fraud"] = fraud;
-            return;
+            }));
         }
+        let mut exemptions: Vec<&'static Exemption> = self.exempted.iter().map(|(_, e)| *e).collect();
+        exemptions.sort_by_key(|e| e.id);
+        exemptions.dedup();
+        for exemption in exemptions {
+            let transfers = self
+                .exempted
+                .iter()
+                .filter(|(_, e)| *e == exemption)
+                .map(|(id, _)| *id.as_bytes())
+                .collect();
+            events.push(audit::Event::FraudScreened(FraudScreened {
+                ruleset: self.ruleset,
+                verdict: EXEMPT.to_string(),
+                transfers,
+                explanation: serde_json::json!({ "exemption": exemption }).to_string(),
+            }));
+        }
+        events
     }
-    changes.push(ReviewChange::Open {
-        command,
-        reason: ReviewReason::Fraud,
-        explanation: fraud,
-    });
 }
 
 fn record_of(ledger: &Ledger, command: &Command) -> Option<Record> {

@@ -51,6 +51,16 @@ impl TestApp {
 
     /// Starts the service on the policy directory `policies`, or says why it would not start.
     pub async fn try_spawn_in(policies: &Path, extra: &[&str]) -> anyhow::Result<TestApp> {
+        TestApp::try_spawn_on(fresh_database(shared_cluster()).await, policies, extra).await
+    }
+
+    /// Starts the service on `database` (migrated, perhaps holding data written before) and the
+    /// policy directory `policies`, or says why it would not start.
+    pub async fn try_spawn_on(
+        database: sqlx::postgres::PgConnectOptions,
+        policies: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<TestApp> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let tokens = TokenIssuer::load();
         std::fs::write(dir.path().join("jwks.json"), tokens.jwks()).expect("writing the JWKS");
@@ -76,7 +86,6 @@ impl TestApp {
             format!("--data-dir={}", path("var")),
         ];
         arguments.extend(extra.iter().map(|a| a.to_string()));
-        let database = fresh_database(shared_cluster()).await;
         let clock = ManualClock::new();
         let application = start(&arguments, &database, &clock).await?;
         Ok(TestApp {
@@ -108,6 +117,11 @@ impl TestApp {
         start(&self.arguments, &self.database, &self.clock)
             .await
             .expect("another instance starts")
+    }
+
+    /// The database the service runs on.
+    pub fn database(&self) -> &sqlx::postgres::PgConnectOptions {
+        &self.database
     }
 
     /// A client of the instance listening on `port`, as `name`.

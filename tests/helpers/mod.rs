@@ -78,6 +78,16 @@ pub fn policies_without_fraud_rules(dir: &Path) -> PathBuf {
     policies
 }
 
+/// Designates `accounts` for settlement in the policy directory `policies` (its settlement.toml).
+pub fn designate_for_settlement(policies: &Path, accounts: &[Uuid]) {
+    let ids: Vec<String> = accounts.iter().map(|id| format!("\"{id}\"")).collect();
+    std::fs::write(
+        policies.join("settlement.toml"),
+        format!("accounts = [{}]\n", ids.join(", ")),
+    )
+    .unwrap();
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
