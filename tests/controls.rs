@@ -77,6 +77,15 @@ async fn rejections(app: &TestApp, code: &str) -> Vec<(String, Uuid)> {
         .collect()
 }
 
+/// The service without fraud rules, account 2 designated for settlement; and the policy directory.
+async fn spawn_settling_account_2() -> (tempfile::TempDir, TestApp) {
+    let scratch = tempfile::tempdir().unwrap();
+    let policies = helpers::policies_without_fraud_rules(scratch.path());
+    helpers::designate_for_settlement(&policies, &[id(2)]);
+    let app = TestApp::spawn_in(&policies, &[]).await;
+    (scratch, app)
+}
+
 async fn balances(app: &TestApp, account: Uuid) -> Value {
     let answer = app
         .client(User, "auditor")
@@ -130,10 +139,7 @@ async fn squatting_a_system_account_id_is_refused_and_audited() {
 /// decision and for a settlement, so that the approval and the payout would fail as duplicates.
 #[tokio::test]
 async fn squatting_derived_decision_and_settlement_ids_is_refused_and_blocks_nothing() {
-    let scratch = tempfile::tempdir().unwrap();
-    let policies = helpers::policies_without_fraud_rules(scratch.path());
-    helpers::designate_for_settlement(&policies, &[id(2)]);
-    let app = TestApp::spawn_in(&policies, &[]).await;
+    let (_scratch, app) = spawn_settling_account_2().await;
     let payments = app.payments();
     create_accounts(&payments, &[id(1), id(2)]).await;
     let held = payments
@@ -266,10 +272,7 @@ async fn settling_into_a_pre_existing_foreign_clearing_account_fails_closed() {
 /// to sweep it into the clearing account.
 #[tokio::test]
 async fn settling_an_undesignated_account_is_refused_by_policy() {
-    let scratch = tempfile::tempdir().unwrap();
-    let policies = helpers::policies_without_fraud_rules(scratch.path());
-    helpers::designate_for_settlement(&policies, &[id(2)]);
-    let app = TestApp::spawn_in(&policies, &[]).await;
+    let (_scratch, app) = spawn_settling_account_2().await;
     let payments = app.payments();
     // Account 3 is payments' float; account 2 a merchant designated for settlement.
     create_accounts(&payments, &[id(1), id(2), id(3)]).await;
@@ -326,10 +329,7 @@ async fn settling_an_undesignated_account_is_refused_by_policy() {
 /// ones: one period chain results, and every movement is paid out exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_settling_one_account_at_once_pay_each_movement_once() {
-    let scratch = tempfile::tempdir().unwrap();
-    let policies = helpers::policies_without_fraud_rules(scratch.path());
-    helpers::designate_for_settlement(&policies, &[id(2)]);
-    let app = TestApp::spawn_in(&policies, &[]).await;
+    let (_scratch, app) = spawn_settling_account_2().await;
     let other = app.start_another().await;
     let payments = app.payments();
     create_accounts(&payments, &[id(1), id(2)]).await;

@@ -645,6 +645,19 @@ mod tests {
 
     const NOON_WEDNESDAY: i64 = 1_800_000_000 - 2 * 86_400 + 4 * 3600; // 2027-01-13 12:00 UTC
 
+    /// A directory holding a copy of the shipped policy files (not the fraud rules), to change.
+    fn shipped_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(&shipped).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+        }
+        dir
+    }
+
     fn shipped() -> Policies {
         Policies::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).unwrap()
     }
@@ -785,14 +798,7 @@ mod tests {
 
     #[test]
     fn only_accounts_designated_for_settlement_are_settled() {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for entry in std::fs::read_dir(&shipped).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-            }
-        }
+        let dir = shipped_files();
         let merchant = account(7, "payments");
         std::fs::write(
             dir.path().join("settlement.toml"),
@@ -871,14 +877,7 @@ mod tests {
 
     #[test]
     fn a_policy_that_fails_to_evaluate_denies_even_when_another_permits() {
-        let dir = tempfile::tempdir().unwrap();
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for entry in std::fs::read_dir(&shipped).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_file() {
-                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-            }
-        }
+        let dir = shipped_files();
         // Type-checks, but overflows at evaluation: Cedar skips it, and its permit would not matter.
         std::fs::write(
             dir.path().join("overflow.cedar"),
