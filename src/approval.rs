@@ -13,9 +13,6 @@ use ledger::{Movement, format_minor};
 
 use crate::identity::Principal;
 
-/// Longest approval window: the window the screening activity keeps (seven days).
-pub const APPROVAL_WINDOW_S_MAX: u32 = crate::fraud::features::WINDOW_MAX_S as u32;
-
 /// One initiator's limits, per currency code, in minor units.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalLimits {

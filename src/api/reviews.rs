@@ -28,7 +28,7 @@ use crate::api::transfers::stored_facts;
 use crate::api::views::{TransferView, rfc3339_utc};
 use crate::api::{AppState, IDEMPOTENT_REPLAY, format_cursor, page_limit, parse_cursor, read, write_response};
 use crate::authz::{Action, Resource, ReviewFacts, TransferFacts};
-use crate::store::reviews::{ReviewFilter, ReviewReason, StoredApproval, StoredReview, decision_transfer_id};
+use crate::store::reviews::{ReviewFilter, ReviewReason, StoredReview, decision_transfer_id};
 use crate::store::{LockSpace, ReviewChange};
 
 /// How long a decision waits for another decision on the same review to finish.
@@ -310,8 +310,11 @@ async fn decide(state: &AppState, access: &Access, id: &str, decision: Decision)
         })?;
     let (review, transfer, reason) = decidable(state, access, id, action, candidates).await?;
     let open = review.status == "open";
-    let own = |a: &&StoredApproval| a.reason == reason && a.approved_by == access.principal().name;
-    if decision == Decision::Approve && open && review.approvals.iter().any(|a| own(&a)) {
+    let given_before = review
+        .approvals
+        .iter()
+        .any(|a| a.reason == reason && a.approved_by == access.principal().name);
+    if decision == Decision::Approve && open && given_before {
         return replayed(review, &transfer);
     }
     let awaiting = review.awaiting();

@@ -7,6 +7,11 @@
 //! task that writes them in ONE transaction on a connection of its own. Only after that transaction
 //! commits are the batch's callers answered, each with its own results.
 //!
+//! As a batch applies, every command is admitted (an id of the reserved namespace only in a
+//! submission the service derived itself), and every new transfer is held above its initiator's
+//! approval limits and screened by the fraud rules, with the sums and features of everything applied
+//! before it: so limits and velocity hold however requests interleave or split.
+//!
 //! Up to `commit_pipeline_depth` batches are in flight at once: while batch N writes and commits, batch
 //! N+1 is already applied in memory and inserting its new rows on another connection, so PostgreSQL
 //! works on several batches at a time. Updates of existing rows wait until the previous batch has
