@@ -7,65 +7,39 @@
 //! The sequencer applies the limits as each transfer is screened (see [`crate::fraud::screen`]), with
 //! the sums of everything applied before it, so they hold however requests interleave.
 
-use std::collections::BTreeMap;
-
 use ledger::{Movement, format_minor};
 
 use crate::identity::Principal;
 
-/// One initiator's limits, per currency code, in minor units.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApprovalLimits {
-    pub initiator: String,
-    per_transfer: BTreeMap<String, u64>,
-    aggregate: BTreeMap<String, u64>,
-}
-
-impl ApprovalLimits {
-    pub fn of(principal: &Principal) -> ApprovalLimits {
-        let currencies = principal
-            .approval_limits
-            .keys()
-            .chain(principal.aggregate_limits.keys());
-        ApprovalLimits {
-            initiator: principal.name.clone(),
-            per_transfer: principal.approval_limits.clone(),
-            aggregate: currencies
-                .map(|currency| (currency.clone(), principal.aggregate_limit(currency)))
-                .collect(),
-        }
+/// Why `movement`, initiated by `initiator`, must be held for approval, as its review's explanation,
+/// given what moved out of its debit account without review within the last `window_s` seconds
+/// (`moved_minor`); `None` when it is within both of the initiator's limits. A currency without a
+/// limit holds every transfer in it.
+pub fn hold(initiator: &Principal, movement: &Movement, moved_minor: u128, window_s: u32) -> Option<serde_json::Value> {
+    let currency = movement.currency;
+    let amount = movement.amount.minor();
+    let per_transfer = initiator.approval_limit(currency.code());
+    let aggregate = initiator.aggregate_limit(currency.code());
+    let above_per_transfer = amount > per_transfer;
+    if !above_per_transfer && moved_minor.saturating_add(u128::from(amount)) <= u128::from(aggregate) {
+        return None;
     }
-
-    /// Why `movement` must be held for approval, as its review's explanation, given what moved out of
-    /// its debit account without review within the last `window_s` seconds (`moved_minor`); `None`
-    /// when it is within both limits. A currency without a limit holds every transfer in it.
-    pub fn hold(&self, movement: &Movement, moved_minor: u128, window_s: u32) -> Option<serde_json::Value> {
-        let currency = movement.currency;
-        let code = currency.code();
-        let amount = movement.amount.minor();
-        let per_transfer = self.per_transfer.get(code).copied().unwrap_or(0);
-        let aggregate = self.aggregate.get(code).copied().unwrap_or(0);
-        let mut explanation = serde_json::json!({
-            "initiator": self.initiator,
-            "amount": movement.amount.format(currency),
-            "currency": code,
-            "approval_limit": format_minor(per_transfer, currency),
-        });
-        if amount > per_transfer {
-            explanation["limit"] = "per_transfer".into();
-            return Some(explanation);
-        }
-        let total = moved_minor.saturating_add(u128::from(amount));
-        if total <= u128::from(aggregate) {
-            return None;
-        }
-        let moved = u64::try_from(moved_minor).unwrap_or(u64::MAX);
-        explanation["limit"] = "aggregate".into();
-        explanation["aggregate_limit"] = format_minor(aggregate, currency).into();
-        explanation["window_s"] = window_s.into();
-        explanation["moved_in_window"] = format_minor(moved, currency).into();
-        Some(explanation)
+    let mut explanation = serde_json::json!({
+        "initiator": initiator.name,
+        "amount": movement.amount.format(currency),
+        "currency": currency.code(),
+        "approval_limit": format_minor(per_transfer, currency),
+    });
+    if above_per_transfer {
+        explanation["limit"] = "per_transfer".into();
+        return Some(explanation);
     }
+    let moved = u64::try_from(moved_minor).unwrap_or(u64::MAX);
+    explanation["limit"] = "aggregate".into();
+    explanation["aggregate_limit"] = format_minor(aggregate, currency).into();
+    explanation["window_s"] = window_s.into();
+    explanation["moved_in_window"] = format_minor(moved, currency).into();
+    Some(explanation)
 }
 
 #[cfg(test)]
@@ -73,16 +47,15 @@ mod tests {
     use super::*;
     use ledger::{AccountId, Amount, Currency, ErrorCode};
 
-    fn limits() -> ApprovalLimits {
-        let principal = Principal {
+    fn orders() -> Principal {
+        Principal {
             name: "orders".to_string(),
             kind: crate::identity::PrincipalKind::Service,
             roles: Vec::new(),
             accounts: Vec::new(),
             approval_limits: [("USD".to_string(), 1_000_000)].into(),
             aggregate_limits: [("EUR".to_string(), 300)].into(),
-        };
-        ApprovalLimits::of(&principal)
+        }
     }
 
     fn movement(text: &str, currency: &str) -> Movement {
@@ -97,14 +70,14 @@ mod tests {
 
     #[test]
     fn a_transfer_is_held_above_its_own_limit_or_above_the_sum_left_in_the_window() {
-        let limits = limits();
-        assert_eq!(limits.hold(&movement("10000.00", "USD"), 0, 86_400), None);
-        let single = limits.hold(&movement("10000.01", "USD"), 0, 86_400).unwrap();
+        let orders = orders();
+        assert_eq!(hold(&orders, &movement("10000.00", "USD"), 0, 86_400), None);
+        let single = hold(&orders, &movement("10000.01", "USD"), 0, 86_400).unwrap();
         assert_eq!(single["limit"], "per_transfer");
         assert_eq!(single["approval_limit"], "10000.00");
         // 6,000.00 already moved: 4,000.00 more is at the sum, 4,000.01 is above it.
-        assert_eq!(limits.hold(&movement("4000.00", "USD"), 600_000, 86_400), None);
-        let split = limits.hold(&movement("4000.01", "USD"), 600_000, 86_400).unwrap();
+        assert_eq!(hold(&orders, &movement("4000.00", "USD"), 600_000, 86_400), None);
+        let split = hold(&orders, &movement("4000.01", "USD"), 600_000, 86_400).unwrap();
         assert_eq!(split["limit"], "aggregate");
         assert_eq!(split["aggregate_limit"], "10000.00");
         assert_eq!(split["moved_in_window"], "6000.00");
@@ -113,14 +86,14 @@ mod tests {
 
     #[test]
     fn a_currency_without_a_limit_holds_everything_and_an_aggregate_alone_bounds_nothing_per_transfer() {
-        let limits = limits();
+        let orders = orders();
         assert_eq!(
-            limits.hold(&movement("0.01", "GBP"), 0, 60).unwrap()["limit"],
+            hold(&orders, &movement("0.01", "GBP"), 0, 60).unwrap()["limit"],
             "per_transfer"
         );
         // EUR has an aggregate limit but no approval limit: every transfer is above its own (zero).
         assert_eq!(
-            limits.hold(&movement("0.01", "EUR"), 0, 60).unwrap()["limit"],
+            hold(&orders, &movement("0.01", "EUR"), 0, 60).unwrap()["limit"],
             "per_transfer"
         );
     }

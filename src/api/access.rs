@@ -166,8 +166,9 @@ impl Access {
     /// The ledger, acting as this caller under this policy set, holding every transfer above the
     /// caller's approval limits for a second principal.
     pub fn ledger(&self) -> LedgerHandle {
-        let limits = Arc::new(crate::approval::ApprovalLimits::of(&self.caller.principal));
-        self.ledger.acting_as(self.actor()).limited_by(limits)
+        self.ledger
+            .acting_as(self.actor())
+            .initiated_by(self.caller.principal.clone())
     }
 
     /// This caller under this policy set, as audit records name it.

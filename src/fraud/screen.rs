@@ -6,7 +6,7 @@ use ledger::{AccountId, ErrorCode, Ledger, NewTransfer, Timestamp, Transfer, Tra
 
 use super::features::{Activity, Screened};
 use super::{Ruleset, Screening, Verdict};
-use crate::approval::ApprovalLimits;
+use crate::identity::Principal;
 
 /// A named reason to apply a transfer without screening it, recorded in the audit log with every
 /// transfer it exempts.
@@ -28,8 +28,8 @@ pub const SETTLEMENT_NETTING: Exemption = Exemption {
 /// Who submitted one command of a batch, as far as screening goes.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Origin<'a> {
-    /// The initiator's approval limits; `None` for the service's own commands.
-    pub limits: Option<&'a ApprovalLimits>,
+    /// The initiator, whose approval limits apply; `None` for the service's own commands.
+    pub initiator: Option<&'a Principal>,
     /// Applied without screening, by this exemption.
     pub exemption: Option<&'static Exemption>,
     /// Derived by the service itself: may use reserved ids.
@@ -144,12 +144,9 @@ impl ledger::Screen for Screener<'_> {
             return Ok(None);
         };
         let window_s = self.approval_window_s;
-        let limit_hold = origin.limits.and_then(|limits| {
-            limits.hold(
-                movement,
-                self.activity.unreviewed_sum(debit.id, window_s, now),
-                window_s,
-            )
+        let limit_hold = origin.initiator.and_then(|initiator| {
+            let moved = self.activity.unreviewed_sum(debit.id, window_s, now);
+            crate::approval::hold(initiator, movement, moved, window_s)
         });
         let screened = Screened {
             id: transfer.id.uuid(),

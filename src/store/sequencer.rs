@@ -43,11 +43,11 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 
-use crate::approval::ApprovalLimits;
 use crate::clock::Clock;
 use crate::fraud::features::Activity;
 use crate::fraud::screen::{Exemption, Origin, SETTLEMENT_NETTING, Screener};
 use crate::fraud::{Ruleset, Screening, Verdict};
+use crate::identity::Principal;
 use crate::outbox::{self, KeySeqs, OutboxRows};
 use crate::store::audit::{AuditLog, AuditMode, AuditRows, Entry};
 use crate::store::history::{COMMITTED_QUEUE_MAX, Committed, FoldPolicy, Folder};
@@ -177,14 +177,14 @@ struct Caller {
 }
 
 /// What a submission records besides its commands: events before them, review changes and settlements
-/// tied to them, ruleset changes; and the initiator's approval limits its transfers are held above.
+/// tied to them, ruleset changes; and the initiator whose approval limits its transfers are held above.
 #[derive(Default)]
 struct Extras {
     notes: Vec<audit::Event>,
     reviews: Vec<ReviewChange>,
     rulesets: Vec<RulesetChange>,
     settlements: Vec<SettlementChange>,
-    limits: Option<Arc<ApprovalLimits>>,
+    initiator: Option<Arc<Principal>>,
 }
 
 impl Caller {
@@ -210,13 +210,13 @@ struct Batch {
 }
 
 impl Batch {
-    /// Each command's origin, by index: its initiator's limits, whether it is the service's own, and
-    /// why it is not screened (settlement transfers).
+    /// Each command's origin, by index: its initiator (whose limits apply), whether it is the
+    /// service's own, and why it is not screened (settlement transfers).
     fn origins(&self) -> Vec<Origin<'_>> {
         let mut origins = Vec::with_capacity(self.commands.len());
         for caller in &self.callers {
             let origin = Origin {
-                limits: caller.extras.limits.as_deref(),
+                initiator: caller.extras.initiator.as_deref(),
                 exemption: (!caller.extras.settlements.is_empty()).then_some(&SETTLEMENT_NETTING),
                 reserved_ids: caller.reserved_ids,
             };
@@ -243,7 +243,7 @@ pub struct LedgerHandle {
     batch_size_max: usize,
     actor: Arc<Actor>,
     reserved_ids: bool,
-    limits: Option<Arc<ApprovalLimits>>,
+    initiator: Option<Arc<Principal>>,
 }
 
 impl LedgerHandle {
@@ -265,10 +265,11 @@ impl LedgerHandle {
         }
     }
 
-    /// This handle, holding every new transfer above `limits` for a second principal's approval.
-    pub fn limited_by(&self, limits: Arc<ApprovalLimits>) -> LedgerHandle {
+    /// This handle, for `initiator`: every new transfer above its approval limits is held for a
+    /// second principal's approval.
+    pub fn initiated_by(&self, initiator: Arc<Principal>) -> LedgerHandle {
         LedgerHandle {
-            limits: Some(limits),
+            initiator: Some(initiator),
             ..self.clone()
         }
     }
@@ -345,7 +346,7 @@ impl LedgerHandle {
             });
         }
         let (reply, answer) = oneshot::channel();
-        extras.limits = self.limits.clone();
+        extras.initiator = self.initiator.clone();
         let caller = Caller {
             reply,
             count: commands.len(),
@@ -396,7 +397,7 @@ pub fn spawn(
         batch_size_max: config.batch_size_max,
         actor: Arc::new(Actor::system()),
         reserved_ids: false,
-        limits: None,
+        initiator: None,
     };
     let sequencer = Sequencer {
         options,
