@@ -460,3 +460,38 @@ async fn events_written_before_the_packed_outbox_keep_their_place_and_numbering(
         (4, merchant_key.as_str(), 3)
     );
 }
+
+/// A key lock excludes every other holder of the same key, whichever instance asks, until its guard
+/// is dropped; and one instance holds at most a bounded number at once.
+#[tokio::test]
+async fn key_locks_exclude_other_instances_and_are_bounded() {
+    use finledger::store::LockSpace;
+    use std::time::Duration;
+    let ledger = TestLedger::fresh().await;
+    let other = finledger::store::Store::connect(ledger.options.clone(), 1)
+        .await
+        .unwrap();
+    let wait = Duration::from_secs(10);
+    let held = ledger.store.lock(LockSpace::Review, id(1), wait).await.unwrap();
+    let refused = other.lock(LockSpace::Review, id(1), Duration::from_millis(200)).await;
+    assert!(refused.is_err(), "held by the first instance");
+    let unrelated = other.lock(LockSpace::Settlement, id(1), wait).await;
+    assert!(unrelated.is_ok(), "another key space");
+    drop(held);
+    assert!(
+        other.lock(LockSpace::Review, id(1), wait).await.is_ok(),
+        "released with its guard"
+    );
+    let mut many = Vec::new();
+    for n in 10..18 {
+        many.push(ledger.store.lock(LockSpace::Review, id(n), wait).await.unwrap());
+    }
+    let ninth = ledger
+        .store
+        .lock(LockSpace::Review, id(99), Duration::from_millis(200))
+        .await;
+    assert!(ninth.is_err(), "eight connections for locks at most");
+    many.pop();
+    assert!(ledger.store.lock(LockSpace::Review, id(99), wait).await.is_ok());
+    ledger.stop().await;
+}

@@ -114,13 +114,9 @@ impl Access {
 
     /// The decision on `action` over `resource`; a denial is recorded and returned as 403.
     pub async fn authorize(&self, action: Action, resource: &Resource) -> Result<(), ApiError> {
-        let decision = self.decide(action, resource);
-        if decision.allowed {
-            self.authorized.0.store(true, Ordering::Release);
-            return Ok(());
-        }
-        self.record_denials(vec![denial(action, resource, &decision)]).await;
-        Err(forbidden(action, &decision))
+        self.authorize_any(action, std::slice::from_ref(resource))
+            .await
+            .map(drop)
     }
 
     /// The first of `resources` (several views of one thing) that `action` is allowed on, by index; when

@@ -48,6 +48,8 @@ pub struct Store {
     pool: PgPool,
     /// Who owns each account, and its currency and code: never change once created, so cached.
     account_facts: Arc<Mutex<HashMap<Uuid, AccountFacts>>>,
+    /// The connections [`Store::lock`] may open.
+    key_locks: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most accounts whose facts are cached; the cache starts over when full.
@@ -68,7 +70,12 @@ pub enum LockSpace {
 /// so does the death of the process holding it.
 pub struct KeyLock {
     _connection: PgConnection,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
+
+/// Most [`KeyLock`]s held or awaited at once by one instance: each is a database connection, and
+/// callers may not open connections without bound by asking for many decisions at once.
+const KEY_LOCKS_MAX: usize = 8;
 
 impl Store {
     pub async fn connect(options: PgConnectOptions, connections_max: u32) -> anyhow::Result<Store> {
@@ -79,6 +86,7 @@ impl Store {
         Ok(Store {
             pool,
             account_facts: Arc::default(),
+            key_locks: Arc::new(tokio::sync::Semaphore::new(KEY_LOCKS_MAX)),
         })
     }
 
@@ -138,6 +146,9 @@ impl Store {
     /// Waits (at most `wait`) for the lock on `id` in `space`; an error when it is not had by then.
     pub async fn lock(&self, space: LockSpace, id: Uuid, wait: std::time::Duration) -> anyhow::Result<KeyLock> {
         use sqlx::Connection;
+        let permit = tokio::time::timeout(wait, self.key_locks.clone().acquire_owned())
+            .await
+            .map_err(|_| anyhow::anyhow!("{KEY_LOCKS_MAX} locks are held or awaited already"))??;
         let timeout = format!("{}ms", wait.as_millis());
         let options = (*self.pool.connect_options())
             .clone()
@@ -156,6 +167,7 @@ impl Store {
             .map_err(|error| anyhow::anyhow!("waiting for the {space:?} lock of {id}: {error}"))?;
         Ok(KeyLock {
             _connection: connection,
+            _permit: permit,
         })
     }
 
