@@ -184,10 +184,12 @@ async fn squatting_derived_decision_and_settlement_ids_is_refused_and_blocks_not
     app.clock.advance_s(10);
     let at = chrono::DateTime::from_timestamp(cut_off, 0).unwrap();
     let payout = settlement_transfer_id(settlement_id(id(2), at));
-    let answer = payments
-        .post("/v1/transfers", &transfer(payout, id(1), id(2), "1.00"))
-        .await;
-    assert_eq!(answer.code(), "id_reserved", "{}", answer.text);
+    for squat in [payout, settlement_id(id(2), at)] {
+        let answer = payments
+            .post("/v1/transfers", &transfer(squat, id(1), id(2), "1.00"))
+            .await;
+        assert_eq!(answer.code(), "id_reserved", "{}", answer.text);
+    }
     let settled = app
         .client(Service, "payouts")
         .post("/v1/settlements", &json!({"account": id(2), "cut_off": time(cut_off)}))
@@ -196,7 +198,7 @@ async fn squatting_derived_decision_and_settlement_ids_is_refused_and_blocks_not
     assert_eq!(settled.body["transfer_id"], payout.to_string());
     assert_eq!(settled.body["net"], "150001.00");
     let refused = rejections(&app, "id_reserved").await;
-    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert_eq!(refused.len(), 6, "{refused:?}");
     assert!(refused.iter().all(|(principal, _)| principal == "payments"));
     app.stop().await;
 }
