@@ -25,6 +25,9 @@ use crate::store::LedgerHandle;
 /// The role of a front-end trusted to act for users with their tokens.
 pub const FRONT_END_ROLE: &str = "console";
 
+/// How a denial made before the request was read names its resource: any.
+const ANY_RESOURCE: &str = "*";
+
 /// Set once a handler's request was allowed; read by the request-id middleware.
 #[derive(Clone, Default)]
 pub struct Authorized(Arc<AtomicBool>);
@@ -138,6 +141,26 @@ impl Access {
             )));
         };
         self.record_denials(vec![denial(action, resource, &decision)]).await;
+        Err(forbidden(action, &decision))
+    }
+
+    /// Refuses, before anything of the request is read, a caller that no policy could ever allow to take
+    /// `action` (on any resource); the refusal is recorded like any denial.
+    pub async fn require(&self, action: Action) -> Result<(), ApiError> {
+        let Err(policy_ids) = self.policies.may_ever(&self.caller, action) else {
+            return Ok(());
+        };
+        let decision = Decision {
+            allowed: false,
+            policy_ids,
+            erroring_policy_ids: Vec::new(),
+            policy_set: self.policies.hash(),
+        };
+        let denial = AccessDenied {
+            resource: ANY_RESOURCE.to_string(),
+            ..decision.denial(action, &crate::authz::Resource::Api)
+        };
+        self.record_denials(vec![denial]).await;
         Err(forbidden(action, &decision))
     }
 

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::access::Access;
-use crate::api::input::{JsonBody, QueryParams, path_id};
+use crate::api::input::{QueryParams, UnreadJson, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::views::{AccountFlagsView, AccountView, BalancesView, TransferView, rfc3339};
 use crate::api::{AppState, execute_one, format_cursor, page_limit, parse_cursor, read, write_response};
@@ -76,7 +76,9 @@ fn account_field(code: ErrorCode) -> Option<&'static str> {
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(access: Access, JsonBody(body): JsonBody<CreateAccount>) -> Result<Response, ApiError> {
+pub async fn create(access: Access, body: UnreadJson) -> Result<Response, ApiError> {
+    access.require(Action::AccountCreate).await?;
+    let body: CreateAccount = body.parse().await?;
     let owner = body.owner.unwrap_or_else(|| access.principal().name.clone());
     let request = AccountRequest {
         id: body.id,

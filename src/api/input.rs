@@ -4,6 +4,10 @@
 //! Bodies must be `application/json`, at most the route's byte limit, nested at most
 //! [`JSON_DEPTH_MAX`] deep, and hold no field the type does not declare. Amounts are strings in every
 //! request type, so a JSON number where an amount belongs is a type error naming that field.
+//!
+//! A body is read only once the handler asks for it ([`UnreadJson::parse`]), after it has decided
+//! that the caller may take the endpoint's action at all: a caller no policy could ever allow is
+//! refused before a byte of its body is read.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -17,17 +21,21 @@ use crate::api::problem::{ApiCode, ApiError};
 /// Deepest nesting of arrays and objects in a request body.
 pub const JSON_DEPTH_MAX: usize = 32;
 
-/// A JSON request body, parsed into `T`.
-pub struct JsonBody<T>(pub T);
+/// A JSON request body, not read yet.
+pub struct UnreadJson(Request);
 
-impl<T, S> FromRequest<S> for JsonBody<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
+impl<S: Send + Sync> FromRequest<S> for UnreadJson {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, ApiError> {
+    async fn from_request(request: Request, _state: &S) -> Result<UnreadJson, ApiError> {
+        Ok(UnreadJson(request))
+    }
+}
+
+impl UnreadJson {
+    /// Reads the body (within the route's byte limit) and parses it into `T`.
+    pub async fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
+        let request = self.0;
         let is_json = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -41,7 +49,7 @@ where
             ));
         }
         // The route's DefaultBodyLimit bounds how much is read.
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+        let bytes = Bytes::from_request(request, &()).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(ApiCode::BodyTooLarge, "the body is larger than this endpoint accepts")
             } else {
@@ -51,7 +59,7 @@ where
                 )
             }
         })?;
-        parse_json(&bytes).map(JsonBody)
+        parse_json(&bytes)
     }
 }
 

@@ -42,6 +42,9 @@ use problem::{ApiCode, ApiError};
 pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Largest request body of the batch endpoint: 8190 transfers with room for metadata.
 pub const BATCH_REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest request body of a ruleset proposal: a rules and a features file of at most
+/// [`crate::fraud::RULESET_FILE_BYTES_MAX`] each, escaped as JSON strings.
+pub const RULESET_REQUEST_BYTES_MAX: usize = 1024 * 1024;
 /// Most transfers in one batch request: one sequencer batch.
 pub const BATCH_LENGTH_MAX: usize = 8190;
 /// Most items on one page of a listing, and the default.
@@ -115,9 +118,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transfers/{id}/post", post(transfers::post_pending).layer(single))
         .route("/v1/transfers/{id}/void", post(transfers::void_pending).layer(single))
         .route("/v1/transfers/{id}/proof", get(audit::transfer_proof))
-        .route("/v1/fraud/rulesets", get(rulesets::list).post(rulesets::propose))
+        .route(
+            "/v1/fraud/rulesets",
+            get(rulesets::list)
+                .post(rulesets::propose)
+                .layer(DefaultBodyLimit::max(RULESET_REQUEST_BYTES_MAX)),
+        )
         .route("/v1/fraud/rulesets/{id}/activate", post(rulesets::activate))
-        .route("/v1/fraud/backtest", post(rulesets::backtest))
+        .route("/v1/fraud/backtest", post(rulesets::backtest).layer(single))
         .route("/v1/reviews", get(reviews::list))
         .route("/v1/reviews/{id}", get(reviews::get))
         .route("/v1/reviews/{id}/approve", post(reviews::approve))

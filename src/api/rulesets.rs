@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::access::Access;
-use crate::api::input::JsonBody;
+use crate::api::input::UnreadJson;
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::views::{rfc3339, rfc3339_utc};
 use crate::api::{AppState, read};
@@ -82,20 +82,20 @@ pub struct RulesetList {
 }
 
 fn view(stored: &StoredRuleset, activated: Option<[u8; 32]>) -> RulesetView {
-    let rules = Ruleset::from_files(stored.files.iter().cloned().collect::<Files>())
-        .map(|ruleset| {
-            ruleset
-                .rules
-                .iter()
-                .map(|rule| RuleSummary {
-                    id: rule.id.clone(),
-                    version: rule.version,
-                    mode: format!("{:?}", rule.mode).to_lowercase(),
-                    action: rule.action.as_str().to_string(),
-                })
-                .collect()
+    let rules_text = stored
+        .files
+        .iter()
+        .find(|(name, _)| name == RULES_FILE)
+        .map_or("", |(_, text)| text.as_str());
+    let rules = crate::fraud::rule_headers(rules_text)
+        .into_iter()
+        .map(|rule| RuleSummary {
+            id: rule.id,
+            version: rule.version,
+            mode: format!("{:?}", rule.mode).to_lowercase(),
+            action: rule.action.as_str().to_string(),
         })
-        .unwrap_or_default();
+        .collect();
     let status = if activated == Some(stored.id) {
         "active"
     } else if stored.activations.is_empty() {
@@ -134,23 +134,25 @@ async fn stored(state: &AppState, id: &[u8; 32]) -> Result<Option<StoredRuleset>
         (status = 403, description = "Refused by policy (rule authors propose)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The ruleset does not check: file, line, column and reason", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn propose(
-    State(state): State<AppState>,
-    access: Access,
-    JsonBody(body): JsonBody<ProposeRuleset>,
-) -> Result<Response, ApiError> {
+pub async fn propose(State(state): State<AppState>, access: Access, body: UnreadJson) -> Result<Response, ApiError> {
+    access.require(Action::RulesPropose).await?;
+    let body: ProposeRuleset = body.parse().await?;
     let mut files = state.rules.current().load().files().clone();
     files.insert(RULES_FILE.to_string(), body.rules);
     if let Some(features) = body.features {
         files.insert(FEATURES_FILE.to_string(), features);
     }
-    let ruleset = Ruleset::from_files(files).map_err(|error| ApiError::new(ApiCode::InvalidField, error))?;
-    let id = ruleset.hash();
+    // Who may propose is decided before the files are checked: checking is the costly part.
+    let id = Ruleset::id_of(&files);
     let resource = Resource::Ruleset {
         id: hex::encode(id),
         proposer: access.principal().name.clone(),
     };
     access.authorize(Action::RulesPropose, &resource).await?;
+    let ruleset = Ruleset::from_files_off_thread(files)
+        .await
+        .map_err(|error| ApiError::new(ApiCode::InvalidField, error))?;
+    debug_assert_eq!(ruleset.hash(), id);
     let activated = state.rules.activated().await;
     if let Some(existing) = stored(&state, &id).await? {
         return Ok(replay(view(&existing, activated)));
@@ -164,6 +166,13 @@ pub async fn propose(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a proposed ruleset was not stored")))?;
     Ok((StatusCode::CREATED, Json(view(&proposed, activated))).into_response())
+}
+
+/// A stored proposal, checked again (off the async workers).
+async fn stored_ruleset(proposal: &StoredRuleset) -> Result<Ruleset, ApiError> {
+    Ruleset::from_files_off_thread(proposal.files.iter().cloned().collect::<Files>())
+        .await
+        .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))
 }
 
 fn replay(body: RulesetView) -> Response {
@@ -206,8 +215,7 @@ pub async fn activate(
     if state.rules.activated().await == Some(id) {
         return Ok(replay(view(&proposal, Some(id))));
     }
-    Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
-        .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))?;
+    stored_ruleset(&proposal).await?;
     access.ledger().record_ruleset(RulesetChange::Activate { id }).await?;
     tracing::info!(ruleset = hex::encode(id), by = %access.principal().name, "fraud ruleset activated");
     state
@@ -279,8 +287,10 @@ pub struct BacktestView {
 pub async fn backtest(
     State(state): State<AppState>,
     access: Access,
-    JsonBody(body): JsonBody<BacktestRequest>,
+    body: UnreadJson,
 ) -> Result<Json<BacktestView>, ApiError> {
+    access.require(Action::RulesBacktest).await?;
+    let body: BacktestRequest = body.parse().await?;
     let instant = |field: &str, text: &str| {
         chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| ledger::Timestamp::from_micros(t.timestamp_micros()))
@@ -295,8 +305,8 @@ pub async fn backtest(
         return Err(ApiError::new(ApiCode::InvalidField, "from: after to"));
     }
     let active = state.rules.current().load_full();
-    let (candidate, proposer) = match &body.ruleset {
-        None => (active.clone(), String::new()),
+    let proposal = match &body.ruleset {
+        None => None,
         Some(id) => {
             let id = parse_id(id)?;
             let proposal = stored(&state, &id).await?.ok_or_else(|| {
@@ -305,16 +315,18 @@ pub async fn backtest(
                     format!("ruleset: no ruleset {}", hex::encode(id)),
                 )
             })?;
-            let ruleset = Ruleset::from_files(proposal.files.iter().cloned().collect::<Files>())
-                .map_err(|error| ApiError::internal(anyhow::anyhow!("stored ruleset does not check: {error}")))?;
-            (Arc::new(ruleset), proposal.proposed_by)
+            Some(proposal)
         }
     };
     let resource = Resource::Ruleset {
-        id: candidate.hash_hex(),
-        proposer,
+        id: hex::encode(proposal.as_ref().map_or(active.hash(), |p| p.id)),
+        proposer: proposal.as_ref().map(|p| p.proposed_by.clone()).unwrap_or_default(),
     };
     access.authorize(Action::RulesBacktest, &resource).await?;
+    let candidate = match proposal {
+        None => active.clone(),
+        Some(proposal) => Arc::new(stored_ruleset(&proposal).await?),
+    };
     let warm_from = ledger::Timestamp::from_micros(from.micros() - crate::fraud::features::WINDOW_MAX_S * 1_000_000);
     let mut run = crate::fraud::backtest::Backtest::new(&candidate, &active, from);
     read(

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::access::Access;
-use crate::api::input::{JsonBody, path_id};
+use crate::api::input::{UnreadJson, path_id};
 use crate::api::problem::{ApiCode, ApiError, Problem};
 use crate::api::views::rfc3339_utc;
 use crate::api::{AppState, IDEMPOTENT_REPLAY, read};
@@ -88,11 +88,9 @@ impl SettlementView {
         (status = 422, description = "Invalid cut-off, or the settlement transfer was refused", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Another settlement of the account is running, the outcome is unknown, or the service is shutting down; retry", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(
-    State(state): State<AppState>,
-    access: Access,
-    JsonBody(request): JsonBody<CreateSettlement>,
-) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, access: Access, body: UnreadJson) -> Result<Response, ApiError> {
+    access.require(Action::SettlementCreate).await?;
+    let request: CreateSettlement = body.parse().await?;
     let cut_off = chrono::DateTime::parse_from_rfc3339(&request.cut_off)
         .map_err(|e| ApiError::new(ApiCode::InvalidField, format!("cut_off: not an RFC 3339 time: {e}")))?
         .with_timezone(&chrono::Utc);

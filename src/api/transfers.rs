@@ -14,7 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use ledger::{Movement, NewTransfer, TransferCommand, TransferKind};
 
 use crate::api::access::{self, Access};
-use crate::api::input::{JsonBody, path_id};
+use crate::api::input::{UnreadJson, path_id};
 use crate::api::problem::{ApiCode, ApiError, ItemError, Problem};
 use crate::api::views::TransferView;
 use crate::api::{AppState, BATCH_LENGTH_MAX, execute_one, read, write_response};
@@ -255,11 +255,9 @@ async fn pending_facts(state: &AppState, pending_id: TransferId) -> Result<Trans
         (status = 422, description = "Invalid field, or refused by a ledger rule", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Outcome unknown or shutting down; retry with the same id", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create(
-    State(state): State<AppState>,
-    access: Access,
-    JsonBody(body): JsonBody<CreateTransfer>,
-) -> Result<Response, ApiError> {
+pub async fn create(State(state): State<AppState>, access: Access, body: UnreadJson) -> Result<Response, ApiError> {
+    access.require(Action::TransferCreate).await?;
+    let body: CreateTransfer = body.parse().await?;
     create_one(&state, &access, body.into_request()).await
 }
 
@@ -324,8 +322,10 @@ pub async fn post_pending(
     State(state): State<AppState>,
     access: Access,
     Path(pending_id): Path<String>,
-    JsonBody(body): JsonBody<PostPending>,
+    body: UnreadJson,
 ) -> Result<Response, ApiError> {
+    access.require(Action::TransferPost).await?;
+    let body: PostPending = body.parse().await?;
     let flags = TransferFlags {
         post_pending_transfer: true,
         ..TransferFlags::default()
@@ -355,8 +355,10 @@ pub async fn void_pending(
     State(state): State<AppState>,
     access: Access,
     Path(pending_id): Path<String>,
-    JsonBody(body): JsonBody<VoidPending>,
+    body: UnreadJson,
 ) -> Result<Response, ApiError> {
+    access.require(Action::TransferVoid).await?;
+    let body: VoidPending = body.parse().await?;
     let flags = TransferFlags {
         void_pending_transfer: true,
         ..TransferFlags::default()
@@ -456,8 +458,10 @@ pub struct BatchResponse {
 pub async fn batch(
     State(state): State<AppState>,
     access: Access,
-    JsonBody(body): JsonBody<BatchRequest>,
+    body: UnreadJson,
 ) -> Result<Json<BatchResponse>, ApiError> {
+    access.require(Action::TransferCreate).await?;
+    let body: BatchRequest = body.parse().await?;
     let count = body.transfers.len();
     if count == 0 {
         return Err(ApiError::new(

@@ -325,6 +325,43 @@ impl Policies {
         })
     }
 
+    /// Whether some policy could permit `caller` to take `action` on some resource. When none could
+    /// (the policies that apply to the caller's roles and the action hold no permit), the refusal's
+    /// determining policies: the forbids that hold whatever the resource (no condition, any
+    /// resource). A caller none could allow is refused before its request is read.
+    pub fn may_ever(&self, caller: &Caller, action: Action) -> Result<(), Vec<String>> {
+        let applicable = self.applicable(caller, action);
+        if applicable
+            .policies()
+            .any(|policy| policy.effect() == cedar_policy::Effect::Permit)
+        {
+            return Ok(());
+        }
+        let mut forbids: Vec<String> = applicable
+            .policies()
+            .filter(|policy| {
+                !policy.has_non_scope_constraint()
+                    && policy.resource_constraint() == cedar_policy::ResourceConstraint::Any
+                    && matches!(
+                        policy.principal_constraint(),
+                        cedar_policy::PrincipalConstraint::Any | cedar_policy::PrincipalConstraint::In(_)
+                    )
+            })
+            .map(|policy| policy.id().to_string())
+            .collect();
+        forbids.sort_unstable();
+        Err(forbids)
+    }
+
+    /// The policies that can apply to `caller` taking `action`.
+    fn applicable(&self, caller: &Caller, action: Action) -> &PolicySet {
+        let action_index = self.types.index(action);
+        match self.principal_entities.get(&caller.principal.name) {
+            Some((_, roles)) => &self.by_roles[*roles][action_index],
+            None => &self.by_action[action_index],
+        }
+    }
+
     /// Decides whether `caller` may perform `action` on `resource` at `now`.
     pub fn decide(&self, caller: &Caller, action: Action, resource: &Resource, now: Timestamp) -> Decision {
         let deny_with_error = |reason: String| {
@@ -336,11 +373,7 @@ impl Policies {
                 policy_set: self.hash,
             }
         };
-        let action_index = self.types.index(action);
-        let policies = match self.principal_entities.get(&caller.principal.name) {
-            Some((_, roles)) => &self.by_roles[*roles][action_index],
-            None => &self.by_action[action_index],
-        };
+        let policies = self.applicable(caller, action);
         match self.request(caller, action, resource, now, None) {
             Ok((request, entities)) => self.evaluate(&request, policies, &entities),
             Err(reason) => deny_with_error(reason),

@@ -134,6 +134,14 @@ impl Default for Cel {
 /// CEL's parser recurses deeply; compile on a thread with room for it.
 const COMPILE_STACK_BYTES: usize = 32 << 20;
 
+/// Longest condition.
+pub const CONDITION_BYTES_MAX: usize = 4096;
+/// Most operators in a condition: each may add a level to its syntax tree, which the parser, the
+/// checker and the evaluator walk recursively, so this bounds their depth.
+pub const CONDITION_OPERATORS_MAX: usize = 256;
+/// Deepest nesting of parentheses and brackets in a condition.
+pub const CONDITION_NESTING_MAX: usize = 32;
+
 impl Language for Cel {
     type Condition = cel::Program;
     type Bindings = cel::Context<'static, 'static>;
@@ -207,15 +215,20 @@ impl Language for Compiled {
 /// Parses `source` (on a thread with room for CEL's deeply recursive parser) and checks it against
 /// `vocabulary`, compiling it to a [`Node`] on the way.
 fn parse_checked(env: &cel::Env, source: &str, vocabulary: &Vocabulary) -> Result<(cel::Program, Node), CompileError> {
-    let parsed = std::thread::scope(|scope| {
+    within_bounds(source)?;
+    std::thread::scope(|scope| {
         std::thread::Builder::new()
             .stack_size(COMPILE_STACK_BYTES)
-            .spawn_scoped(scope, || env.compile(source).map_err(|e| e.to_string()))
-            .map_err(|e| e.to_string())?
+            .spawn_scoped(scope, || check_parsed(env, source, vocabulary))
+            .map_err(|e| parse_error(&e.to_string()))?
             .join()
-            .map_err(|_| "the expression could not be parsed".to_string())?
-    });
-    let program = parsed.map_err(|message| parse_error(&message))?;
+            .map_err(|_| parse_error("the expression could not be parsed"))?
+    })
+}
+
+/// The parse and check of [`parse_checked`], on its thread.
+fn check_parsed(env: &cel::Env, source: &str, vocabulary: &Vocabulary) -> Result<(cel::Program, Node), CompileError> {
+    let program = env.compile(source).map_err(|e| parse_error(&e.to_string()))?;
     let at = |id: u64| {
         let offset = program
             .source_info()
@@ -416,6 +429,76 @@ fn line_column(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Refuses a condition larger, with more operators or nested deeper than the bounds above, before
+/// it is parsed: counted in one pass over the text, outside string literals.
+fn within_bounds(source: &str) -> Result<(), CompileError> {
+    let refuse = |message: String| {
+        Err(CompileError {
+            line: 1,
+            column: 1,
+            message,
+        })
+    };
+    if source.len() > CONDITION_BYTES_MAX {
+        return refuse(format!(
+            "the condition is longer than {CONDITION_BYTES_MAX} bytes, the most it may be"
+        ));
+    }
+    let (mut operators, mut depth, mut deepest) = (0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut previous_operator = false;
+    let mut word = String::new();
+    for c in source.chars() {
+        if let Some(open) = quote {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, c) if c == open => quote = None,
+                _ => {}
+            }
+            continue;
+        }
+        // `in` is an operator too; so is `.` (each selection or method call is a level of the tree).
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            previous_operator = false;
+            continue;
+        }
+        if word == "in" {
+            operators += 1;
+        }
+        word.clear();
+        let operator = "+-*/%!<>=&|?:,.".contains(c);
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        // A run of operator characters (`&&`, `<=`) is one operator.
+        if operator && !previous_operator {
+            operators += 1;
+        }
+        previous_operator = operator;
+    }
+    operators += usize::from(word == "in");
+    if operators > CONDITION_OPERATORS_MAX {
+        return refuse(format!(
+            "the condition has more than {CONDITION_OPERATORS_MAX} operators, the most it may have"
+        ));
+    }
+    if deepest > CONDITION_NESTING_MAX {
+        return refuse(format!(
+            "the condition nests deeper than {CONDITION_NESTING_MAX} levels of parentheses or brackets"
+        ));
+    }
+    Ok(())
+}
+
 /// Walks a parsed condition and gives its type and compiled form, or the id of the first node that is
 /// wrong.
 struct Checker<'a> {
@@ -604,6 +687,43 @@ mod tests {
         }
         vocabulary.declare("f", "n", Type::Int);
         vocabulary
+    }
+
+    #[test]
+    fn conditions_beyond_their_bounds_are_refused_before_they_are_parsed() {
+        let engine = Compiled::default();
+        let compile = |source: &str| engine.compile(source, &vocabulary()).map(drop).map_err(|e| e.message);
+        // A few hundred kilobytes of `1+1+...`: once a stack overflow that aborted the process.
+        let huge = format!("{}1 > 0", "1+".repeat(100_000));
+        assert!(compile(&huge).unwrap_err().contains("longer than 4096 bytes"));
+        let long_chain = format!("{}1 > 0", "1+".repeat(CONDITION_OPERATORS_MAX));
+        assert!(compile(&long_chain).unwrap_err().contains("more than 256 operators"));
+        let in_chain = format!("t.p{}", " in [true]".repeat(CONDITION_OPERATORS_MAX));
+        assert!(compile(&in_chain).unwrap_err().contains("operators"));
+        let deep = format!(
+            "{}t.p{}",
+            "(".repeat(CONDITION_NESTING_MAX + 1),
+            ")".repeat(CONDITION_NESTING_MAX + 1)
+        );
+        assert!(compile(&deep).unwrap_err().contains("nests deeper than 32"));
+        // Operators inside string literals count for nothing.
+        let quoted = format!("t.s == \"{}\"", "+".repeat(1000));
+        assert_eq!(compile(&quoted), Ok(()));
+        // The largest chain allowed checks, evaluates and is dropped on a thread with the stack of an
+        // async worker (2 MiB).
+        let allowed = format!("{}1 > 0", "1+".repeat(CONDITION_OPERATORS_MAX - 2));
+        let checked = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let engine = Compiled::default();
+                let vocabulary = vocabulary();
+                let node = engine.compile(&allowed, &vocabulary).unwrap();
+                engine.evaluate(&node, &engine.bind(&vocabulary, &[]))
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(checked, Ok(true));
     }
 
     const CONDITIONS: &[&str] = &[

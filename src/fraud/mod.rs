@@ -68,6 +68,29 @@ struct RuleDeclaration {
     reason: toml::Spanned<String>,
 }
 
+/// What a listing shows of a rule, read from a rules file without checking it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RuleHeader {
+    pub id: String,
+    pub version: u32,
+    pub mode: Mode,
+    pub action: Verdict,
+}
+
+#[derive(Deserialize)]
+struct RuleHeaders {
+    #[serde(rename = "rule", default)]
+    rules: Vec<RuleHeader>,
+}
+
+/// The rules of a (stored, once checked) rules file, as a listing shows them; none if it does not
+/// parse.
+pub fn rule_headers(rules_text: &str) -> Vec<RuleHeader> {
+    toml::from_str::<RuleHeaders>(rules_text)
+        .map(|headers| headers.rules)
+        .unwrap_or_default()
+}
+
 pub struct Rule {
     pub id: String,
     pub version: u32,
@@ -97,6 +120,16 @@ pub type Files = BTreeMap<String, String>;
 
 pub const RULES_FILE: &str = "fraud/rules.toml";
 pub const FEATURES_FILE: &str = "fraud/features.toml";
+
+/// Largest rules or features file: a ruleset is checked whole before anything of it runs, so its size
+/// bounds the work of checking it.
+pub const RULESET_FILE_BYTES_MAX: usize = 256 * 1024;
+/// Most rules in a ruleset.
+pub const RULES_MAX: usize = 256;
+/// Longest reason template of a rule.
+pub const REASON_BYTES_MAX: usize = 1024;
+/// How long checking a proposed ruleset may take before it is refused.
+pub const COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The fields of the transfer conditions see as `transfer.<name>`.
 const TRANSFER_FIELDS: [(&str, Type); 7] = [
@@ -167,6 +200,13 @@ impl Ruleset {
     /// Checks a ruleset given as its files; an error names the file, and for a condition or a
     /// reason the line and column in it.
     pub fn from_files(files: Files) -> Result<Ruleset, String> {
+        for name in [RULES_FILE, FEATURES_FILE] {
+            if files.get(name).is_some_and(|text| text.len() > RULESET_FILE_BYTES_MAX) {
+                return Err(format!(
+                    "{name}: larger than {RULESET_FILE_BYTES_MAX} bytes, the most a ruleset file may be"
+                ));
+            }
+        }
         let text = |name: &str| files.get(name).ok_or_else(|| format!("{name}: missing"));
         let mut lists = BTreeMap::new();
         for (name, body) in files.iter().filter(|(n, _)| n.starts_with("lists/")) {
@@ -185,6 +225,12 @@ impl Ruleset {
         let engine = Engine::default();
         let rules_text = text(RULES_FILE)?;
         let file: RulesFile = toml::from_str(rules_text).map_err(|e| format!("{RULES_FILE}: {e}"))?;
+        if file.rules.len() > RULES_MAX {
+            return Err(format!(
+                "{RULES_FILE}: {} rules; the most a ruleset may have is {RULES_MAX}",
+                file.rules.len()
+            ));
+        }
         let mut rules: Vec<Rule> = Vec::with_capacity(file.rules.len());
         for declaration in file.rules {
             let id = declaration.id.get_ref().clone();
@@ -194,6 +240,14 @@ impl Ruleset {
             };
             if id.is_empty() || rules.iter().any(|r| r.id == id) {
                 return Err(at(declaration.id.span(), 1, 1, "ids are unique and not empty"));
+            }
+            if declaration.reason.get_ref().len() > REASON_BYTES_MAX {
+                return Err(at(
+                    declaration.reason.span(),
+                    1,
+                    1,
+                    &format!("the reason is longer than {REASON_BYTES_MAX} bytes, the most it may be"),
+                ));
             }
             let condition = engine
                 .compile(declaration.condition.get_ref(), &vocabulary)
@@ -225,6 +279,25 @@ impl Ruleset {
             files,
             hash,
         })
+    }
+
+    /// Checks a ruleset given as its files on a blocking thread, within [`COMPILE_TIMEOUT`]: checking
+    /// is CPU work that must not hold an async worker, however large the (bounded) input.
+    pub async fn from_files_off_thread(files: Files) -> Result<Ruleset, String> {
+        let checking = tokio::task::spawn_blocking(move || Ruleset::from_files(files));
+        match tokio::time::timeout(COMPILE_TIMEOUT, checking).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(format!("the ruleset could not be checked: {join}")),
+            Err(_) => Err(format!(
+                "checking the ruleset took longer than {} s, the most it may",
+                COMPILE_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// The id a ruleset of `files` has, without checking them.
+    pub fn id_of(files: &Files) -> [u8; 32] {
+        hash(files)
     }
 
     pub fn hash(&self) -> [u8; 32] {
@@ -424,6 +497,34 @@ mod tests {
 
     fn at(seconds: i64) -> Timestamp {
         Timestamp::from_micros(seconds * 1_000_000)
+    }
+
+    #[test]
+    fn rulesets_beyond_their_bounds_are_refused_naming_the_bound() {
+        let files = shipped().files().clone();
+        let with_rules = |rules: String| {
+            let mut files = files.clone();
+            files.insert(RULES_FILE.to_string(), rules);
+            Ruleset::from_files(files).map(drop)
+        };
+        let rule = |n: usize, reason: &str| {
+            format!(
+                "[[rule]]\nid = \"r{n}\"\nversion = 1\ndescription = \"d\"\ncondition = \"transfer.amount_minor > 0\"\n\
+                 action = \"review\"\nscore = 1\nmode = \"shadow\"\non_error = \"allow\"\nreason = \"{reason}\"\n"
+            )
+        };
+        let too_large = format!("# {}\n", "x".repeat(RULESET_FILE_BYTES_MAX));
+        assert!(with_rules(too_large).unwrap_err().contains("larger than 262144 bytes"));
+        let too_many: String = (0..=RULES_MAX).map(|n| rule(n, "r")).collect();
+        assert!(with_rules(too_many).unwrap_err().contains("257 rules; the most"));
+        let long_reason = rule(0, &"r".repeat(REASON_BYTES_MAX + 1));
+        assert!(
+            with_rules(long_reason)
+                .unwrap_err()
+                .contains("reason is longer than 1024 bytes")
+        );
+        let at_the_bound: String = (0..RULES_MAX).map(|n| rule(n, "r")).collect();
+        assert_eq!(with_rules(at_the_bound), Ok(()));
     }
 
     fn account(n: u128, age_s: i64, metadata: serde_json::Value) -> Account {
